@@ -1,0 +1,56 @@
+# The two commands of the README. Both install what they need on a fresh Debian 12
+# machine (run as root, or with sudo available), then do their job.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages that Qt (offscreen and QtWebEngine) needs; see shared/ENVIRONMENT.md.
+QT_DEBS := libegl1 libgl1 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 libxkbcommon0 \
+	libnss3 libnspr4 libasound2 libgbm1 libxcomposite1 libxdamage1 libxext6 libxfixes3 \
+	libxrandr2 libxtst6 libx11-6 libx11-xcb1 libxcb1 libxkbfile1 libbrotli1 fonts-dejavu-core \
+	libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xinerama0 libxkbcommon-x11-0
+BASE_DEBS := python3 python3-venv python3-pip
+
+.PHONY: run test serve lint typecheck clean debs
+
+.stamp-debs:
+	@missing=$$(for p in $(QT_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+.stamp-install: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[console,test]'
+	@touch $@
+
+debs: .stamp-debs
+
+## make run: Portico on this machine with a local SQLite database, created and migrated on
+## first start. Until the desktop console lands (issue 5) this runs the server alone.
+run: .stamp-debs .stamp-install
+	$(BIN)/portico serve
+
+## make serve: the headless server only.
+serve: .stamp-install
+	$(BIN)/portico serve
+
+## make test: the whole test suite (PostgreSQL tests need 127.0.0.1:5432; in CI they must run).
+test: .stamp-debs .stamp-install
+	$(BIN)/python -m pytest
+
+lint: .stamp-install
+	$(BIN)/lint-imports
+
+typecheck: .stamp-install
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .stamp-* build dist *.egg-info

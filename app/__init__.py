@@ -1,0 +1,1 @@
+"""The Portico desktop console. Only app.views and app.models import Qt."""

@@ -1,0 +1,278 @@
+"""The admin API under /api/v1: thin adapters from HTTP to the record services.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations,
+and the route factory's annotations are local variables.)
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import BaseModel
+
+from server.contract import schemas as s
+from server.contract.errors import ErrorBody, ValidationFailed
+from server.domain.vocabulary import Action, CredentialKind, EntityType
+from server.services import accounts, entities, memberships, records, site
+from server.services.principal import Principal
+from server.services.records import EntitySpec, WriteContext
+from server.api.deps import PorticoDep, PrincipalDep, client_address, require
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in {
+        400: "Malformed request (bad JSON or UTF-8)",
+        401: "Not authenticated",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Version conflict, duplicate, or still in use",
+        413: "Body too large",
+        422: "Invalid field values (each named in error.fields)",
+    }.items()
+}
+
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+
+
+def _read(model: type[BaseModel], row: Any) -> dict[str, Any]:
+    return model.model_validate(row).model_dump(mode="json")
+
+
+def entity_routes(
+    path: str,
+    spec: EntitySpec[Any],
+    *,
+    read: type[BaseModel],
+    list_query: type[s.ListQuery],
+    create: type[BaseModel] | None = None,
+    update: type[BaseModel] | None = None,
+    created: Any = None,
+    id_type: type = int,
+    deletable: bool = True,
+    tag: str,
+) -> None:
+    """Register list, get, create, update, delete and delete-impact for one entity."""
+    entity = spec.entity
+    RecordId = Annotated[id_type, Path(description=f"The {spec.noun}'s id")]  # type: ignore[valid-type]
+
+    def current(row: Any) -> dict[str, Any]:
+        return _read(read, row)
+
+    def list_handler(
+        query: Annotated[list_query, Query()],  # type: ignore[valid-type]
+        portico: PorticoDep,
+        _: Annotated[Principal, Depends(require(entity, Action.VIEW))],
+    ) -> Any:
+        with portico.db.reading() as session:
+            rows, total = records.list_records(session, spec, query)
+            return {"items": [read.model_validate(row) for row in rows], "total": total, "offset": query.offset, "limit": query.limit}
+
+    router.add_api_route(
+        f"/{path}", list_handler, methods=["GET"], response_model=s.Page[read],  # type: ignore[name-defined]
+        summary=f"List, search, filter and sort {spec.noun}s", tags=[tag], name=f"list_{entity.value}",
+    )
+
+    def get_handler(
+        record_id: RecordId,  # type: ignore[valid-type]
+        portico: PorticoDep,
+        _: Annotated[Principal, Depends(require(entity, Action.VIEW))],
+    ) -> Any:
+        with portico.db.reading() as session:
+            return read.model_validate(records.get_record(session, spec, record_id))
+
+    router.add_api_route(
+        f"/{path}/{{record_id}}", get_handler, methods=["GET"], response_model=read,
+        summary=f"Read one {spec.noun}", tags=[tag], name=f"get_{entity.value}",
+    )
+
+    if create is not None:
+
+        def create_handler(
+            body: create,  # type: ignore[valid-type]
+            portico: PorticoDep,
+            principal: Annotated[Principal, Depends(require(entity, Action.ADD))],
+        ) -> Any:
+            with portico.db.writing() as session:
+                ctx = WriteContext(session=session, principal=principal, box=portico.box)
+                row = records.create_record(spec, body, ctx)
+                result = created(row, ctx) if created is not None else read.model_validate(row)
+            return result
+
+        router.add_api_route(
+            f"/{path}", create_handler, methods=["POST"], status_code=status.HTTP_201_CREATED,
+            response_model=created.__annotations__["return"] if created is not None else read,
+            summary=f"Create a {spec.noun}", tags=[tag], name=f"create_{entity.value}",
+        )
+
+    if update is not None:
+
+        def update_handler(
+            record_id: RecordId,  # type: ignore[valid-type]
+            body: update,  # type: ignore[valid-type]
+            portico: PorticoDep,
+            principal: Annotated[Principal, Depends(require(entity, Action.CHANGE))],
+        ) -> Any:
+            with portico.db.writing() as session:
+                ctx = WriteContext(session=session, principal=principal, box=portico.box)
+                row = records.update_record(spec, record_id, body, ctx, current)
+                result = read.model_validate(row)
+            return result
+
+        router.add_api_route(
+            f"/{path}/{{record_id}}", update_handler, methods=["PATCH"], response_model=read,
+            summary=f"Change a {spec.noun} (send the version you read; a stale one gets 409)",
+            tags=[tag], name=f"update_{entity.value}",
+        )
+
+    if deletable:
+
+        def delete_handler(
+            record_id: RecordId,  # type: ignore[valid-type]
+            portico: PorticoDep,
+            principal: Annotated[Principal, Depends(require(entity, Action.DELETE))],
+            version: Annotated[int | None, Query(ge=1, description="Refuse with 409 unless the record is still at this version")] = None,
+        ) -> Response:
+            with portico.db.writing() as session:
+                ctx = WriteContext(session=session, principal=principal, box=portico.box)
+                records.delete_record(spec, record_id, version, ctx, current)
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+        router.add_api_route(
+            f"/{path}/{{record_id}}", delete_handler, methods=["DELETE"], status_code=204,
+            response_class=Response, summary=f"Delete a {spec.noun}", tags=[tag], name=f"delete_{entity.value}",
+        )
+
+        def impact_handler(
+            record_id: RecordId,  # type: ignore[valid-type]
+            portico: PorticoDep,
+            _: Annotated[Principal, Depends(require(entity, Action.VIEW))],
+        ) -> Any:
+            with portico.db.reading() as session:
+                return records.delete_impact(session, spec, record_id)
+
+        router.add_api_route(
+            f"/{path}/{{record_id}}/delete-impact", impact_handler, methods=["GET"], response_model=s.DeleteImpact,
+            summary=f"What deleting this {spec.noun} would also remove", tags=[tag], name=f"impact_{entity.value}",
+        )
+
+
+def _credential_created(row: Any, ctx: WriteContext) -> s.CredentialCreated:
+    assert ctx.issued_secret is not None
+    return s.CredentialCreated(
+        credential=s.CredentialRead.model_validate(row),
+        secret=ctx.issued_secret,
+        username=row.public_id if row.kind == CredentialKind.ORTHANC_PLUGIN else None,
+    )
+
+
+def _share_created(row: Any, ctx: WriteContext) -> s.ShareCreated:
+    assert ctx.issued_secret is not None
+    return s.ShareCreated(share=s.ShareRead.model_validate(row), token=ctx.issued_secret)
+
+
+entity_routes("providers", entities.PROVIDERS, read=s.ProviderRead, create=s.ProviderCreate, update=s.ProviderUpdate, list_query=s.ProviderListQuery, tag="OpenID providers")
+entity_routes("auth-servers", entities.AUTH_SERVERS, read=s.AuthServerRead, create=s.AuthServerCreate, update=s.AuthServerUpdate, list_query=s.AuthServerListQuery, tag="Auth servers")
+entity_routes("users", entities.USERS, read=s.UserRead, create=s.UserCreate, update=s.UserUpdate, list_query=s.UserListQuery, tag="Users")
+entity_routes("external-identities", entities.EXTERNAL_IDENTITIES, read=s.ExternalIdentityRead, create=s.ExternalIdentityCreate, update=s.ExternalIdentityUpdate, list_query=s.ExternalIdentityListQuery, tag="Users")
+entity_routes("groups", entities.GROUPS, read=s.GroupRead, create=s.GroupCreate, update=s.GroupUpdate, list_query=s.GroupListQuery, tag="Groups")
+entity_routes("memberships", entities.MEMBERSHIPS, read=s.MembershipRead, create=s.MembershipCreate, list_query=s.MembershipListQuery, tag="Groups")
+entity_routes("imaging-servers", entities.IMAGING_SERVERS, read=s.ImagingServerRead, create=s.ImagingServerCreate, update=s.ImagingServerUpdate, list_query=s.ImagingServerListQuery, tag="Imaging servers")
+entity_routes("access-rules", entities.ACCESS_RULES, read=s.AccessRuleRead, create=s.AccessRuleCreate, update=s.AccessRuleUpdate, list_query=s.AccessRuleListQuery, tag="Access rules")
+entity_routes("sessions", entities.SESSIONS, read=s.SessionRead, list_query=s.SessionListQuery, id_type=str, deletable=False, tag="Sessions")
+entity_routes("credentials", entities.CREDENTIALS, read=s.CredentialRead, create=s.CredentialCreate, update=s.CredentialUpdate, list_query=s.CredentialListQuery, created=_credential_created, tag="Credentials")
+entity_routes("shares", entities.SHARES, read=s.ShareRead, create=s.ShareCreate, update=s.ShareUpdate, list_query=s.ShareListQuery, created=_share_created, tag="Shares")
+entity_routes("signing-keys", entities.SIGNING_KEYS, read=s.SigningKeyRead, list_query=s.SigningKeyListQuery, deletable=False, tag="Signing keys")
+entity_routes("audit-events", entities.AUDIT_EVENTS, read=s.AuditEventRead, list_query=s.AuditEventListQuery, deletable=False, tag="Audit log")
+
+
+# ---------------------------------------------------------------- sessions: revoke
+
+
+@router.post("/sessions/{session_id}/revoke", response_model=s.SessionRead, tags=["Sessions"], summary="Revoke a session at once")
+def revoke_session(
+    session_id: str,
+    body: s.SessionRevoke,
+    portico: PorticoDep,
+    principal: Annotated[Principal, Depends(require(EntityType.SESSION, Action.CHANGE))],
+) -> Any:
+    with portico.db.writing() as session:
+        row = accounts.revoke_session(session, principal.actor, session_id, body.reason)
+        return s.SessionRead.model_validate(row)
+
+
+# ---------------------------------------------------------------- memberships from either side
+
+
+@router.post("/groups/{group_id}/members/add", response_model=s.MembershipChange, tags=["Groups"], summary="Add users to a group")
+def add_members(group_id: int, body: s.MemberIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.ADD))]) -> Any:
+    with portico.db.writing() as session:
+        return memberships.change_memberships(session, principal.actor, group_ids=[group_id], user_ids=body.user_ids, add=True, anchor=EntityType.GROUP, anchor_id=group_id)
+
+
+@router.post("/groups/{group_id}/members/remove", response_model=s.MembershipChange, tags=["Groups"], summary="Remove users from a group")
+def remove_members(group_id: int, body: s.MemberIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
+    with portico.db.writing() as session:
+        return memberships.change_memberships(session, principal.actor, group_ids=[group_id], user_ids=body.user_ids, add=False, anchor=EntityType.GROUP, anchor_id=group_id)
+
+
+@router.post("/users/{user_id}/groups/add", response_model=s.MembershipChange, tags=["Users"], summary="Add a user to groups")
+def add_groups(user_id: int, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.ADD))]) -> Any:
+    with portico.db.writing() as session:
+        return memberships.change_memberships(session, principal.actor, group_ids=body.group_ids, user_ids=[user_id], add=True, anchor=EntityType.USER, anchor_id=user_id)
+
+
+@router.post("/users/{user_id}/groups/remove", response_model=s.MembershipChange, tags=["Users"], summary="Remove a user from groups")
+def remove_groups(user_id: int, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
+    with portico.db.writing() as session:
+        return memberships.change_memberships(session, principal.actor, group_ids=body.group_ids, user_ids=[user_id], add=False, anchor=EntityType.USER, anchor_id=user_id)
+
+
+# ---------------------------------------------------------------- site
+
+
+@router.get("/site", response_model=s.SiteRead, tags=["Site"], summary="Where this deployment is reached from outside")
+def get_site(portico: PorticoDep, _: Annotated[Principal, Depends(require(EntityType.SITE, Action.VIEW))]) -> Any:
+    with portico.db.reading() as session:
+        return site.site_read(site.get_site(session))
+
+
+@router.patch("/site", response_model=s.SiteRead, tags=["Site"], summary="Change the Site settings")
+def update_site(body: s.SiteUpdate, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.SITE, Action.CHANGE))]) -> Any:
+    with portico.db.writing() as session:
+        return site.site_read(site.update_site(session, principal.actor, body))
+
+
+# ---------------------------------------------------------------- login, logout, me
+
+
+@router.post("/auth/login", response_model=s.LoginResponse, tags=["Authentication"], summary="Username + password -> bearer token")
+def login(body: s.LoginRequest, request: Request, portico: PorticoDep) -> Any:
+    result = accounts.login(
+        portico.db,
+        portico.limiter,
+        body.username,
+        body.password.get_secret_value(),
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+        lifetime=portico.admin_session_lifetime,
+    )
+    return s.LoginResponse(
+        token=result.token,
+        session_id=result.session.id,
+        expires_at=result.session.expires_at,
+        user=s.UserRead.model_validate(result.user),
+    )
+
+
+@router.post("/auth/logout", status_code=204, response_class=Response, tags=["Authentication"], summary="End this session")
+def logout(principal: PrincipalDep, portico: PorticoDep) -> Response:
+    if principal.session_id is None:
+        raise ValidationFailed("an API token has no session to log out of; delete the credential instead")
+    with portico.db.writing() as session:
+        accounts.revoke_session(session, principal.actor, principal.session_id, "logged out", action="auth.logout")
+    return Response(status_code=204)
+
+
+@router.get("/auth/me", response_model=s.UserRead, tags=["Authentication"], summary="The signed-in user")
+def me(principal: PrincipalDep, portico: PorticoDep) -> Any:
+    with portico.db.reading() as session:
+        return s.UserRead.model_validate(records.get_record(session, entities.USERS, principal.user_id))

@@ -1,0 +1,61 @@
+"""The ASGI application: admin API, operations endpoints, error handling, metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server import __version__
+from server.api import admin, errors
+from server.api.middleware import BodyLimit, Metrics
+from server.api.responses import OrjsonResponse
+from server.contract.errors import ServiceUnavailable
+from server.services.portico import Portico
+from server.storage import migrate
+
+log = logging.getLogger("portico.api")
+
+
+def create_app(portico: Portico) -> FastAPI:
+    app = FastAPI(
+        title="Portico",
+        version=__version__,
+        description="Identity and access for medical imaging: admin API, SSO broker, token and Orthanc authorization services.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.portico = portico
+    registry = CollectorRegistry()
+    errors.install(app)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", tags=["Operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["Operations"], summary="The database answers and its schema is current")
+    def readyz() -> OrjsonResponse:
+        try:
+            with portico.db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            revision = migrate.current_revision(portico.db.engine)
+        except Exception as error:  # any failure here means "not ready", never a 500 page
+            log.warning("readiness check failed: %s", error)
+            raise ServiceUnavailable("the database is not reachable") from None
+        if revision != migrate.head_revision():
+            raise ServiceUnavailable(f"the database schema is at {revision}, expected {migrate.head_revision()}")
+        return OrjsonResponse({"status": "ready", "schema": revision})
+
+    @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics", response_class=Response)
+    def metrics(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(Metrics, registry=registry)
+    app.add_middleware(BodyLimit, max_bytes=portico.settings.max_body_bytes)
+    return app

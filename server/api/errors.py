@@ -1,0 +1,94 @@
+"""Every failure becomes a typed JSON error; no stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from server.api.responses import OrjsonResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.contract.errors import (
+    BadRequest,
+    ErrorCode,
+    FieldError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PorticoError,
+    ValidationFailed,
+)
+
+log = logging.getLogger("portico.api")
+
+
+def error_response(error: PorticoError) -> OrjsonResponse:
+    return OrjsonResponse(
+        error.body().model_dump(mode="json", exclude_none=True), status_code=error.status, headers=error.headers
+    )
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    # ("body", "capabilities", 0) -> "capabilities.0"; ("query", "limit") -> "limit"
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(location[-1] if location else "body")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "field required"
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def validation_error(exc: RequestValidationError) -> PorticoError:
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        detail = next(error for error in errors if error.get("type") == "json_invalid")
+        reason = detail.get("ctx", {}).get("error", "malformed JSON")
+        return BadRequest(f"the request body is not valid JSON: {reason}", code=ErrorCode.MALFORMED_JSON)
+    fields = [FieldError(field=_field_path(tuple(error.get("loc", ()))), message=_describe(error)) for error in errors]
+    summary = "; ".join(f"{field.field}: {field.message}" for field in fields[:5])
+    return ValidationFailed(f"invalid request: {summary}", fields=fields)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PorticoError)
+    async def _portico(_request: Request, exc: PorticoError) -> OrjsonResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound("no such endpoint"))
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed("this method is not allowed on this endpoint", headers=dict(exc.headers or {})))
+        if exc.status_code == 400:
+            # FastAPI raises this when a body cannot be decoded at all (e.g. bytes that are not UTF-8).
+            return error_response(BadRequest(f"the request body could not be read: {exc.detail}", code=ErrorCode.MALFORMED_JSON))
+        error = PorticoError(str(exc.detail))
+        error.status = exc.status_code  # type: ignore[misc]
+        return error_response(error)
+
+    @app.exception_handler(UnicodeDecodeError)
+    async def _unicode(_request: Request, exc: UnicodeDecodeError) -> OrjsonResponse:
+        return error_response(BadRequest(f"the request body is not valid UTF-8 ({exc.reason} at byte {exc.start})", code=ErrorCode.MALFORMED_JSON))
+
+    @app.exception_handler(json.JSONDecodeError)
+    async def _json(_request: Request, exc: json.JSONDecodeError) -> OrjsonResponse:
+        return error_response(BadRequest(f"the request body is not valid JSON: {exc.msg}", code=ErrorCode.MALFORMED_JSON))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(InternalError("an internal error occurred; it has been logged on the server"))

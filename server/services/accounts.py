@@ -1,0 +1,256 @@
+"""Database users at the admin API: login, bearer tokens, logout, the first superuser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import Update, select, update
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from server.contract.errors import Conflict, ErrorCode, FieldError, NotAuthenticated, NotFound, RateLimited
+from server.domain.vocabulary import AuditOutcome, CredentialKind, EntityType, SessionKind, TokenPrefix, UserSource
+from server.services import audit, secrets_tokens
+from server.services.audit import Actor
+from server.services.passwords import hash_password, needs_rehash, verify_password
+from server.services.principal import Principal
+from server.storage.database import Database
+from server.storage.tables import Credential, Session, User, utcnow
+
+# Writing "last seen" on every request would turn each read into a write; once a minute is enough.
+LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+
+
+class LoginLimiter:
+    """Moving-window limits on failed logins, per user and per client address.
+
+    Kept in memory: with several replicas each one counts its own attempts, so the
+    effective limit is at most N times the configured one.
+    """
+
+    def __init__(self, per_user: str, per_address: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._per_user: RateLimitItem = parse(per_user)
+        self._per_address: RateLimitItem = parse(per_address)
+
+    def _checks(self, username_key: str, address: str | None) -> list[tuple[RateLimitItem, str, str]]:
+        checks = [(self._per_user, "user", username_key)]
+        if address:
+            checks.append((self._per_address, "address", address))
+        return checks
+
+    def refuse_if_exceeded(self, username_key: str, address: str | None) -> None:
+        for item, kind, key in self._checks(username_key, address):
+            if not self._limiter.test(item, "login", kind, key):
+                reset = self._limiter.get_window_stats(item, "login", kind, key).reset_time
+                retry_after = max(1, int(reset - utcnow().timestamp()) + 1)
+                raise RateLimited(
+                    f"too many failed logins for this {kind}; try again in {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                )
+
+    def record_failure(self, username_key: str, address: str | None) -> None:
+        for item, kind, key in self._checks(username_key, address):
+            self._limiter.hit(item, "login", kind, key)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    session: Session
+    user: User
+
+
+def principal_for(user: User, *, session_id: str | None = None, credential_id: int | None = None, address: str | None = None) -> Principal:
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        is_superuser=user.is_superuser,
+        is_staff=user.is_staff,
+        permissions=frozenset(user.permissions),
+        session_id=session_id,
+        credential_id=credential_id,
+        address=address,
+    )
+
+
+def login(
+    db: Database,
+    limiter: LoginLimiter,
+    username: str,
+    password: str,
+    *,
+    address: str | None,
+    user_agent: str | None,
+    lifetime: timedelta,
+) -> LoginResult:
+    username_key = username.strip().lower()
+    actor = Actor(name=username[:150], address=address)
+    try:
+        limiter.refuse_if_exceeded(username_key, address)
+    except RateLimited:
+        with db.writing() as session:
+            audit.record(session, actor, "auth.login", outcome=AuditOutcome.DENIED, detail="rate limited")
+        raise
+    with db.writing() as session:
+        user = session.scalar(select(User).where(User.username_key == username_key))
+        password_ok = verify_password(user.password_hash if user else None, password)
+        if user is None or not password_ok or not user.is_active:
+            reason = "unknown user" if user is None else ("wrong password" if not password_ok else "inactive user")
+            limiter.record_failure(username_key, address)
+            audit.record(
+                session,
+                Actor(name=username[:150], user_id=user.id if user else None, address=address),
+                "auth.login",
+                target_type=EntityType.USER.value if user else None,
+                target_id=user.id if user else None,
+                outcome=AuditOutcome.FAILURE,
+                detail=reason,
+            )
+            # One message for every cause: the API does not reveal which usernames exist.
+            raise NotAuthenticated("wrong username or password, or the account is inactive")
+        # Bookkeeping goes through bulk UPDATEs that leave the user's version alone: a login
+        # must not make an administrator's pending edit of this user conflict.
+        bookkeeping: dict[str, object] = {"last_login": utcnow()}
+        if user.password_hash and needs_rehash(user.password_hash):
+            bookkeeping["password_hash"] = hash_password(password)
+        session.execute(update(User).where(User.id == user.id).values(**bookkeeping))
+        for name, value in bookkeeping.items():
+            set_committed_value(user, name, value)
+        issued = secrets_tokens.issue(TokenPrefix.ADMIN_SESSION)
+        now = utcnow()
+        row = Session(
+            id=issued.public_id,
+            user_id=user.id,
+            kind=SessionKind.ADMIN.value,
+            secret_hash=issued.secret_hash,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetime,
+            client_address=address,
+            user_agent=(user_agent or "")[:500] or None,
+        )
+        session.add(row)
+        session.flush()
+        audit.record(
+            session,
+            Actor(name=user.username, user_id=user.id, address=address),
+            "auth.login",
+            target_type=EntityType.SESSION.value,
+            target_id=row.id,
+            target_label=user.username,
+        )
+        return LoginResult(token=issued.token, session=row, user=user)
+
+
+def authenticate(db: Database, token: str, address: str | None) -> Principal:
+    """A bearer token (admin session or API token) -> the principal, or 401."""
+    presented = secrets_tokens.parse(token)
+    refused = NotAuthenticated("the bearer token is not valid (expired, revoked, or malformed); log in again")
+    if presented is None:
+        raise refused
+    now = utcnow()
+    touch: Update | None
+    with db.reading() as session:
+        if presented.prefix == TokenPrefix.ADMIN_SESSION:
+            row = session.get(Session, presented.public_id)
+            if (
+                row is None
+                or row.kind != SessionKind.ADMIN
+                or row.secret_hash is None
+                or not secrets_tokens.matches(presented.secret, row.secret_hash)
+                or not row.active
+            ):
+                raise refused
+            user = session.get(User, row.user_id)
+            if user is None or not user.is_active:
+                raise refused
+            principal = principal_for(user, session_id=row.id, address=address)
+            stale = row.last_seen_at is None or now - row.last_seen_at > LAST_SEEN_RESOLUTION
+            # A bulk UPDATE: bookkeeping must not bump the record's version and cause conflicts.
+            touch = update(Session).where(Session.id == row.id).values(last_seen_at=now) if stale else None
+        elif presented.prefix == TokenPrefix.API_TOKEN:
+            credential = session.scalar(
+                select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}")
+            )
+            if (
+                credential is None
+                or credential.kind != CredentialKind.API_TOKEN
+                or credential.user_id is None
+                or not secrets_tokens.matches(presented.secret, credential.secret_hash)
+                or (credential.expires_at is not None and credential.expires_at <= now)
+            ):
+                raise refused
+            user = session.get(User, credential.user_id)
+            if user is None or not user.is_active:
+                raise refused
+            principal = principal_for(user, credential_id=credential.id, address=address)
+            stale = credential.last_used_at is None or now - credential.last_used_at > LAST_SEEN_RESOLUTION
+            touch = update(Credential).where(Credential.id == credential.id).values(last_used_at=now) if stale else None
+        else:
+            raise refused
+    if touch is not None:
+        with db.writing() as session:
+            session.execute(touch)
+    return principal
+
+
+def revoke_session(session: DbSession, actor: Actor, session_id: str, reason: str, action: str = "session.revoke") -> Session:
+    row = session.get(Session, session_id)
+    if row is None:
+        raise NotFound(f"no session with id {session_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        row.revoked_reason = reason
+        session.flush()
+        audit.record(
+            session,
+            actor,
+            action,
+            target_type=EntityType.SESSION.value,
+            target_id=row.id,
+            target_label=f"session of user {row.user_id}",
+            changes={"revoked_at": [None, row.revoked_at], "revoked_reason": [None, reason]},
+        )
+    return row
+
+
+def create_superuser(db: Database, username: str, password: str, email: str | None = None, *, actor: Actor | None = None) -> User:
+    with db.writing() as session:
+        key = username.strip().lower()
+        if session.scalar(select(User.id).where(User.username_key == key)) is not None:
+            raise Conflict(
+                f"a user named {username!r} already exists",
+                code=ErrorCode.DUPLICATE,
+                fields=[FieldError(field="username", message="already taken")],
+            )
+        user = User(
+            username=username.strip(),
+            username_key=key,
+            email=email,
+            is_active=True,
+            is_staff=True,
+            is_superuser=True,
+            source=UserSource.DATABASE.value,
+            password_hash=hash_password(password),
+        )
+        session.add(user)
+        session.flush()
+        audit.record(
+            session,
+            actor or Actor.system("createsuperuser"),
+            "user.create",
+            target_type=EntityType.USER.value,
+            target_id=user.id,
+            target_label=user.username,
+            changes={"username": [None, user.username], "is_superuser": [None, True], "password_hash": [None, audit.MASK]},
+        )
+        return user
+
+
+def session_expiry(lifetime_seconds: int) -> datetime:
+    return utcnow() + timedelta(seconds=lifetime_seconds)

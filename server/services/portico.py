@@ -1,0 +1,63 @@
+"""One running Portico: its settings, database, encryption box and login limiter.
+
+Built once at start and handed explicitly to whatever needs it (no module globals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from server.services.accounts import LoginLimiter
+from server.services.site import get_site
+from server.services.secretbox import SecretBox, load_or_create_key_file, verify_or_record_key
+from server.settings import Settings
+from server.storage import migrate
+from server.storage.database import Database
+
+
+class NotMigrated(RuntimeError):
+    """The database schema is behind this version of Portico."""
+
+
+@dataclass
+class Portico:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    limiter: LoginLimiter
+
+    @property
+    def admin_session_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.settings.admin_session_seconds)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def load_secret_box(settings: Settings, *, create: bool) -> SecretBox:
+    if settings.secret_key:
+        return SecretBox.from_text(settings.secret_key)
+    return load_or_create_key_file(settings.resolved_key_file, create=create)
+
+
+def open_portico(settings: Settings, *, migrate_schema: bool | None = None) -> Portico:
+    """Open the database (migrating it when asked), load and check the encryption key."""
+    db = Database(settings.resolved_database_url)
+    try:
+        if settings.migrate_on_start if migrate_schema is None else migrate_schema:
+            migrate.upgrade(db.engine)
+        elif migrate.current_revision(db.engine) != migrate.head_revision():
+            raise NotMigrated(
+                f"the database is at schema {migrate.current_revision(db.engine) or 'none'}, "
+                f"this Portico needs {migrate.head_revision()}: run `portico migrate`"
+            )
+        box = load_secret_box(settings, create=True)
+        with db.writing() as session:
+            verify_or_record_key(session, box)
+            get_site(session)  # every later read finds the one Site row
+    except BaseException:
+        db.dispose()
+        raise
+    limiter = LoginLimiter(settings.login_limit_per_user, settings.login_limit_per_address)
+    return Portico(settings=settings, db=db, box=box, limiter=limiter)
