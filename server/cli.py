@@ -117,6 +117,11 @@ def _run_server(settings: Settings, sock: socket.socket, args: argparse.Namespac
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown so that the process dies
+    # of the signal; with these no-op handlers in place it returns instead and we exit 0,
+    # which tells a supervisor (or the console) that the stop was clean.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     try:
         ReadyServer(config).run(sockets=[sock])
     finally:
