@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- serve
 
 
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic announces every plugin it loads at INFO; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -97,10 +103,13 @@ def _run_server(settings: Settings, sock: socket.socket, args: argparse.Namespac
     import uvicorn
 
     from server.api.app import create_app
+    from server.services.accounts import has_active_superuser
     from server.services.portico import open_portico
 
     portico = open_portico(settings, migrate_schema=migrate_schema)
     host, port = sock.getsockname()[:2]
+    if not has_active_superuser(portico.db):
+        log.warning("no active superuser yet: create one with `portico createsuperuser`")
 
     class ReadyServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -134,7 +143,7 @@ def _worker(settings: Settings, host: str, port: int, args: argparse.Namespace) 
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.log_level)
     settings = _settings(args, migrate_on_start=not args.no_migrate)
     if args.workers < 1:
         print("portico serve: --workers must be at least 1", file=sys.stderr)
@@ -172,6 +181,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_migrate(args: argparse.Namespace) -> int:
+    _configure_logging("warning")
     from server.storage import migrate
     from server.storage.database import Database
 

@@ -63,16 +63,17 @@ def entity_routes(
         _: Annotated[Principal, Depends(require(entity, Action.VIEW))],
     ) -> Any:
         with portico.db.reading() as session:
-            rows, total = records.list_records(session, spec, query)
-            return {"items": [read.model_validate(row) for row in rows], "total": total, "offset": query.offset, "limit": query.limit}
+            page: s.ListQuery = query
+            rows, total = records.list_records(session, spec, page)
+            return {"items": [read.model_validate(row) for row in rows], "total": total, "offset": page.offset, "limit": page.limit}
 
     router.add_api_route(
-        f"/{path}", list_handler, methods=["GET"], response_model=s.Page[read],  # type: ignore[name-defined]
+        f"/{path}", list_handler, methods=["GET"], response_model=s.Page[read],  # type: ignore[valid-type]
         summary=f"List, search, filter and sort {spec.noun}s", tags=[tag], name=f"list_{entity.value}",
     )
 
     def get_handler(
-        record_id: RecordId,  # type: ignore[valid-type]
+        record_id: RecordId,
         portico: PorticoDep,
         _: Annotated[Principal, Depends(require(entity, Action.VIEW))],
     ) -> Any:
@@ -106,7 +107,7 @@ def entity_routes(
     if update is not None:
 
         def update_handler(
-            record_id: RecordId,  # type: ignore[valid-type]
+            record_id: RecordId,
             body: update,  # type: ignore[valid-type]
             portico: PorticoDep,
             principal: Annotated[Principal, Depends(require(entity, Action.CHANGE))],
@@ -126,7 +127,7 @@ def entity_routes(
     if deletable:
 
         def delete_handler(
-            record_id: RecordId,  # type: ignore[valid-type]
+            record_id: RecordId,
             portico: PorticoDep,
             principal: Annotated[Principal, Depends(require(entity, Action.DELETE))],
             version: Annotated[int | None, Query(ge=1, description="Refuse with 409 unless the record is still at this version")] = None,
@@ -142,7 +143,7 @@ def entity_routes(
         )
 
         def impact_handler(
-            record_id: RecordId,  # type: ignore[valid-type]
+            record_id: RecordId,
             portico: PorticoDep,
             _: Annotated[Principal, Depends(require(entity, Action.VIEW))],
         ) -> Any:

@@ -19,6 +19,7 @@ from server.contract.errors import (
     MethodNotAllowed,
     NotFound,
     PorticoError,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 
@@ -43,6 +44,8 @@ def _describe(error: dict[str, Any]) -> str:
         return "unknown field"
     if kind == "missing":
         return "field required"
+    if kind == "model_attributes_type":
+        return "must be a JSON object"
     message = str(error.get("msg", "invalid"))
     return message.removeprefix("Value error, ")
 
@@ -53,9 +56,30 @@ def validation_error(exc: RequestValidationError) -> PorticoError:
         detail = next(error for error in errors if error.get("type") == "json_invalid")
         reason = detail.get("ctx", {}).get("error", "malformed JSON")
         return BadRequest(f"the request body is not valid JSON: {reason}", code=ErrorCode.MALFORMED_JSON)
-    fields = [FieldError(field=_field_path(tuple(error.get("loc", ()))), message=_describe(error)) for error in errors]
+    fields = [
+        FieldError(field="body", message="a JSON body is required")
+        if tuple(error.get("loc", ())) == ("body",) and error.get("type") == "missing"
+        else FieldError(field=_field_path(tuple(error.get("loc", ()))), message=_describe(error))
+        for error in errors
+    ]
     summary = "; ".join(f"{field.field}: {field.message}" for field in fields[:5])
     return ValidationFailed(f"invalid request: {summary}", fields=fields)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _undecodable_body(request: Request, detail: str) -> PorticoError:
+    body = await request.body()
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return BadRequest(
+            f"the request body is not valid UTF-8 ({error.reason} at byte {error.start})", code=ErrorCode.MALFORMED_JSON
+        )
+    return BadRequest(f"the request body could not be read: {detail}", code=ErrorCode.MALFORMED_JSON)
 
 
 def install(app: FastAPI) -> None:
@@ -64,18 +88,23 @@ def install(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> OrjsonResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        content_type = request.headers.get("content-type", "")
+        if request.method in ("POST", "PUT", "PATCH") and content_type and not _is_json(content_type):
+            return error_response(
+                UnsupportedMediaType(f"the body must be JSON: send 'Content-Type: application/json', not {content_type!r}")
+            )
         return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         if exc.status_code == 404:
             return error_response(NotFound("no such endpoint"))
         if exc.status_code == 405:
             return error_response(MethodNotAllowed("this method is not allowed on this endpoint", headers=dict(exc.headers or {})))
         if exc.status_code == 400:
-            # FastAPI raises this when a body cannot be decoded at all (e.g. bytes that are not UTF-8).
-            return error_response(BadRequest(f"the request body could not be read: {exc.detail}", code=ErrorCode.MALFORMED_JSON))
+            # FastAPI raises this when a body cannot be decoded at all, e.g. bytes that are not UTF-8.
+            return error_response(await _undecodable_body(request, str(exc.detail)))
         error = PorticoError(str(exc.detail))
         error.status = exc.status_code  # type: ignore[misc]
         return error_response(error)

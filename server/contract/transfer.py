@@ -10,13 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from server.contract import schemas as s
 from server.domain.vocabulary import Capability, GroupSync, ScopeKind, SiteEnvironment
-
-FORMAT_VERSION = 1
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +49,7 @@ class GroupDoc(_Strict):
 
 class UserDoc(_Strict):
     username: s.Username
-    email: s.EmailStr | None = None
+    email: EmailStr | None = None
     first_name: s.ShortText = ""
     last_name: s.ShortText = ""
     is_active: bool = True
@@ -91,7 +88,7 @@ class AccessRuleDoc(s.AccessRuleScope):
 
 class ConfigurationDocument(_Strict):
     format: Literal["portico-configuration"] = "portico-configuration"
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1
     exported_at: datetime | None = None
     includes_secrets: bool = False
     site: SiteDoc | None = None

@@ -252,5 +252,10 @@ def create_superuser(db: Database, username: str, password: str, email: str | No
         return user
 
 
+def has_active_superuser(db: Database) -> bool:
+    with db.reading() as session:
+        return session.scalar(select(User.id).where(User.is_superuser, User.is_active).limit(1)) is not None
+
+
 def session_expiry(lifetime_seconds: int) -> datetime:
     return utcnow() + timedelta(seconds=lifetime_seconds)

@@ -113,7 +113,7 @@ def _order_by(spec: EntitySpec[Any], sort: str | None) -> list[Any]:
     return clauses
 
 
-def filtered(spec: EntitySpec[RowT], query: ListQuery) -> Select[tuple[RowT]]:
+def filtered(spec: EntitySpec[RowT], query: ListQuery) -> Select[Any]:
     statement = select(spec.table)
     if query.q:
         pattern = f"%{_escape_like(query.q)}%"
@@ -157,7 +157,7 @@ def _secret_columns(spec: EntitySpec[Any]) -> frozenset[str]:
 
 
 def _check_not_null(spec: EntitySpec[Any], values: Values) -> None:
-    columns = spec.table.__table__.columns  # type: ignore[attr-defined]
+    columns = spec.table.__table__.columns
     errors = [
         FieldError(field=name, message="may not be null")
         for name, value in values.items()

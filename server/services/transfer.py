@@ -111,7 +111,7 @@ def export_configuration(portico: Portico, *, include_secrets: bool) -> dict[str
         document = ConfigurationDocument(
             exported_at=utcnow(),
             includes_secrets=include_secrets,
-            site=SiteDoc(production_url=site.production_url, development_url=site.development_url, environment=site.environment),  # type: ignore[arg-type]
+            site=SiteDoc(production_url=site.production_url, development_url=site.development_url, environment=site.environment),
             providers=[ProviderDoc.model_validate(s.ProviderRead.model_validate(row).model_dump(exclude={"id", "version", "created_at", "updated_at"})) for row in providers.values()],
             auth_servers=[
                 AuthServerDoc(
@@ -123,7 +123,7 @@ def export_configuration(portico: Portico, *, include_secrets: bool) -> dict[str
                     is_default=row.is_default,
                     redirect_urls=row.redirect_urls,
                     accept_idp_tokens=row.accept_idp_tokens,
-                    group_sync=row.group_sync,  # type: ignore[arg-type]
+                    group_sync=row.group_sync,
                 )
                 for row in session.scalars(select(AuthServer).order_by(AuthServer.token))
             ],
@@ -156,7 +156,7 @@ def export_configuration(portico: Portico, *, include_secrets: bool) -> dict[str
                 AccessRuleDoc(
                     group=groups[row.group_id].name,
                     imaging_server=servers[row.imaging_server_id].token,
-                    scope=row.scope,  # type: ignore[arg-type]
+                    scope=row.scope,
                     labels=row.labels,
                     selectors=[s.Selector.model_validate(selector) for selector in row.selectors],
                     capabilities=row.capabilities,
@@ -223,11 +223,11 @@ class _Importer:
         secrets: dict[str, str | None] | None = None,
     ) -> Any:
         """Create the record, or update just the fields that differ; note what happened."""
-        secrets = {name: value for name, value in (secrets or {}).items() if value is not None}
+        given = {name: value for name, value in (secrets or {}).items() if value is not None}
         try:
             # A savepoint per record: a refused record leaves the transaction usable for the rest.
             with self.session.begin_nested():
-                return self._write(kind, key, spec, row, read, wanted, create, update, secrets)
+                return self._write(kind, key, spec, row, read, wanted, create, update, given)
         except (PorticoError, ValidationError) as error:
             message = error.message if isinstance(error, PorticoError) else "; ".join(_validation_problems(error))
             self.problems.append(f"{path} ({key}): {message}")
