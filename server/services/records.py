@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.contract.errors import Conflict, ErrorCode, FieldError, NotFound, ValidationFailed
@@ -131,8 +132,10 @@ def list_records(session: Session, spec: EntitySpec[RowT], query: ListQuery) -> 
     return list(rows), total
 
 
-def get_record(session: Session, spec: EntitySpec[RowT], record_id: Any) -> RowT:
-    row = session.get(spec.table, record_id)
+def get_record(session: Session, spec: EntitySpec[RowT], record_id: Any, *, for_update: bool = False) -> RowT:
+    # FOR UPDATE: on PostgreSQL a second writer waits here and then sees the new version,
+    # so its stale write is refused with the current record (SQLite writers are serial anyway).
+    row = session.get(spec.table, record_id, with_for_update=for_update or None)
     if row is None:
         raise NotFound(f"no {spec.noun} with id {record_id}")
     return row
@@ -209,6 +212,14 @@ def _column_values(spec: EntitySpec[Any], body: BaseModel, ctx: WriteContext, *,
 def _flush(session: Session, spec: EntitySpec[Any]) -> None:
     try:
         session.flush()
+    except StaleDataError as error:
+        # Another writer committed a new version between our read and our UPDATE
+        # (possible on PostgreSQL, where reads do not lock): the UPDATE matched no row.
+        raise Conflict(
+            f"the {spec.noun} was changed by someone else while you saved; reload it and apply your change again",
+            code=ErrorCode.VERSION_CONFLICT,
+            fields=[FieldError(field="version", message="stale: the record changed during your write")],
+        ) from error
     except IntegrityError as error:
         # Pre-checks give a precise message; this covers a race with a concurrent writer.
         raise Conflict(
@@ -266,7 +277,7 @@ def update_record(
     ctx: WriteContext,
     current: Callable[[Any], Values],
 ) -> RowT:
-    row = get_record(ctx.session, spec, record_id)
+    row = get_record(ctx.session, spec, record_id, for_update=True)
     check_version(spec, row, body.version, current)  # type: ignore[attr-defined]
     values = _column_values(spec, body, ctx, creating=False)
     _check_not_null(spec, values)
@@ -305,7 +316,7 @@ def delete_impact(session: Session, spec: EntitySpec[Any], record_id: Any) -> De
 
 
 def delete_record(spec: EntitySpec[Any], record_id: Any, version: int | None, ctx: WriteContext, current: Callable[[Any], Values]) -> DeleteImpact:
-    row = get_record(ctx.session, spec, record_id)
+    row = get_record(ctx.session, spec, record_id, for_update=True)
     if version is not None:
         check_version(spec, row, version, current)
     impact = delete_impact(ctx.session, spec, record_id)

@@ -37,7 +37,7 @@ def site_read(site: Site) -> SiteRead:
 
 
 def update_site(session: Session, actor: Actor, body: SiteUpdate) -> Site:
-    site = get_site(session)
+    site = session.get(Site, SITE_ID, with_for_update=True) or get_site(session)
     check_version(SITE_SPEC, site, body.version, lambda row: site_read(row).model_dump(mode="json"))
     before = {"production_url": site.production_url, "development_url": site.development_url, "environment": site.environment}
     for name, value in body.model_dump(exclude_unset=True, exclude={"version"}).items():
