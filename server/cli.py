@@ -149,7 +149,11 @@ def command_serve(args: argparse.Namespace) -> int:
         print("portico serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     if args.workers == 1:
-        sock = _listening_socket(args.host, args.port, reuse_port=False)
+        try:
+            sock = _listening_socket(args.host, args.port, reuse_port=False)
+        except OSError as error:
+            print(f"portico serve: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+            return EXIT_FAILED
         _run_server(settings, sock, args, migrate_schema=not args.no_migrate)
         return EXIT_OK
     if args.port == 0:

@@ -8,9 +8,10 @@ leave one unbroken audit chain (``portico check``).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,32 +52,65 @@ def _patch(client: httpx.Client, group_id: int, version: int, description: str) 
     return client.patch(f"/api/v1/groups/{group_id}", json={"version": version, "description": description})
 
 
-def _assert_one_winner(server: LiveServer, group_id: int, responses: dict[str, httpx.Response]) -> None:
-    """``responses`` maps each attempted description to its response."""
-    by_status = sorted((response.status_code, description) for description, response in responses.items())
-    statuses = [status for status, _ in by_status]
-    bodies = {description: response.text for description, response in responses.items()}
-    assert statuses == [200, 409], f"expected exactly one 200 and one 409, got {statuses}: {bodies}"
-    winner = next(description for status, description in by_status if status == 200)
-    loser = next(description for status, description in by_status if status == 409)
+def _assert_no_lost_update(server: LiveServer, group_id: int, responses: dict[str, httpx.Response]) -> str:
+    """Exactly one PATCH succeeded and the stored record is its change; returns the winner's description.
 
+    ``responses`` maps each attempted description to its response.
+    """
+    bodies = {description: (response.status_code, response.text) for description, response in responses.items()}
+    winners = [description for description, response in responses.items() if response.status_code == 200]
+    assert len(winners) == 1, f"expected exactly one successful PATCH, got {bodies}"
+    winner = winners[0]
+    assert all(response.status_code >= 400 for description, response in responses.items() if description != winner), bodies
     won = responses[winner].json()
     assert won["description"] == winner
     assert won["version"] == 2
 
-    error = responses[loser].json()["error"]
-    assert error["code"] == "version_conflict", error
-    assert any(field["field"] == "version" for field in error["fields"]), error
-    current = error["current"]
-    assert current is not None, error
-    assert current["id"] == group_id
-    assert current["description"] == winner, f"the 409 must show the winner's value: {error}"
-    assert current["version"] == 2
-
     stored = server.client.get(f"/api/v1/groups/{group_id}")
     assert stored.status_code == 200
-    assert stored.json()["description"] == winner, "the stored record must be the winner's change"
+    assert stored.json()["description"] == winner, f"the stored record must be the winner's change: {stored.json()} {bodies}"
     assert stored.json()["version"] == 2
+    return winner
+
+
+def _assert_loser_got_version_conflict(group_id: int, winner: str, responses: dict[str, httpx.Response]) -> None:
+    for description, response in responses.items():
+        if description == winner:
+            continue
+        assert response.status_code == 409, f"the loser must get 409, got {response.status_code}: {response.text}"
+        error = response.json()["error"]
+        assert error["code"] == "version_conflict", error
+        assert any(field["field"] == "version" for field in error["fields"]), error
+        current = error["current"]
+        assert current is not None, error
+        assert current["id"] == group_id
+        assert current["description"] == winner, f"the 409 must show the winner's value: {error}"
+        assert current["version"] == 2
+
+
+def _race(server: LiveServer, rounds: int) -> Generator[tuple[int, dict[str, httpx.Response]], None, None]:
+    """Per round: a fresh group read by two clients at version 1, then PATCHed by both at once."""
+    clients = [server.client_for(server.token), server.client_for(server.token)]
+    try:
+        for client in clients:  # open both connections before the race
+            assert client.get("/api/v1/auth/me").status_code == 200
+        for round_number in range(rounds):
+            group = _create_group(server.client, server.unique(f"race{round_number}"))
+            reads = [client.get(f"/api/v1/groups/{group['id']}").json() for client in clients]
+            assert [read["version"] for read in reads] == [1, 1]
+            barrier = threading.Barrier(len(clients))
+            descriptions = [f"writer {index} round {round_number} {secrets.token_hex(3)}" for index in range(len(clients))]
+
+            def attempt(index: int) -> httpx.Response:
+                barrier.wait(timeout=10)
+                return _patch(clients[index], group["id"], reads[index]["version"], descriptions[index])
+
+            with ThreadPoolExecutor(len(clients)) as pool:
+                results = list(pool.map(attempt, range(len(clients))))
+            yield group["id"], dict(zip(descriptions, results, strict=True))
+    finally:
+        for client in clients:
+            client.close()
 
 
 def _assert_chain_intact(server: LiveServer) -> str:
@@ -96,32 +130,16 @@ def test_stale_patch_sequential_is_refused_with_the_winners_record(server: LiveS
             "first writer": _patch(first, group["id"], read_first["version"], "first writer"),
             "second writer": _patch(second, group["id"], read_second["version"], "second writer"),
         }
-    assert responses["first writer"].status_code == 200
-    _assert_one_winner(server, group["id"], responses)
+    winner = _assert_no_lost_update(server, group["id"], responses)
+    assert winner == "first writer"
+    _assert_loser_got_version_conflict(group["id"], winner, responses)
 
 
 def test_concurrent_patches_of_one_version_have_exactly_one_winner(server: LiveServer) -> None:
-    clients = [server.client_for(server.token), server.client_for(server.token)]
-    try:
-        for client in clients:  # open both connections before the race
-            assert client.get("/api/v1/auth/me").status_code == 200
-        for round_number in range(ROUNDS):
-            group = _create_group(server.client, server.unique(f"race{round_number}"))
-            reads = [client.get(f"/api/v1/groups/{group['id']}").json() for client in clients]
-            assert [read["version"] for read in reads] == [1, 1]
-            barrier = threading.Barrier(len(clients))
-            descriptions = [f"writer {index} round {round_number} {secrets.token_hex(3)}" for index in range(len(clients))]
-
-            def attempt(index: int) -> httpx.Response:
-                barrier.wait(timeout=10)
-                return _patch(clients[index], group["id"], reads[index]["version"], descriptions[index])
-
-            with ThreadPoolExecutor(len(clients)) as pool:
-                results = list(pool.map(attempt, range(len(clients))))
-            _assert_one_winner(server, group["id"], dict(zip(descriptions, results, strict=True)))
-    finally:
-        for client in clients:
-            client.close()
+    with contextlib.closing(_race(server, ROUNDS)) as rounds:  # closes the clients even on failure
+        for group_id, responses in rounds:
+            winner = _assert_no_lost_update(server, group_id, responses)
+            _assert_loser_got_version_conflict(group_id, winner, responses)
     _assert_chain_intact(server)
 
 
@@ -158,3 +176,29 @@ def test_concurrent_creates_all_succeed_and_keep_the_audit_chain(server: LiveSer
     output = _assert_chain_intact(server)
     assert "[FAIL]" not in output
 
+
+
+def test_concurrent_creates_of_one_name_have_one_winner(server: LiveServer) -> None:
+    threads = 6
+    clients = [server.client_for(server.token) for _ in range(threads)]
+    try:
+        for round_number in range(5):
+            name = server.unique(f"same{round_number}")
+            barrier = threading.Barrier(threads)
+
+            def attempt(index: int, name: str = name, barrier: threading.Barrier = barrier) -> httpx.Response:
+                barrier.wait(timeout=10)
+                return clients[index].post("/api/v1/groups", json={"name": name})
+
+            with ThreadPoolExecutor(threads) as pool:
+                results = list(pool.map(attempt, range(threads)))
+            statuses = sorted(response.status_code for response in results)
+            assert statuses == [201] + [409] * (threads - 1), [(r.status_code, r.text) for r in results]
+            for response in results:
+                if response.status_code == 409:
+                    assert response.json()["error"]["code"] == "duplicate", response.text
+            listed = server.client.get("/api/v1/groups", params={"q": name})
+            assert listed.json()["total"] == 1
+    finally:
+        for client in clients:
+            client.close()
