@@ -106,7 +106,7 @@ def _run_server(settings: Settings, sock: socket.socket, args: argparse.Namespac
     from server.services.accounts import has_active_superuser
     from server.services.portico import open_portico
 
-    portico = open_portico(settings, migrate_schema=migrate_schema)
+    portico = open_portico(settings, migrate_schema=migrate_schema, listen_for_changes=True)
     host, port = sock.getsockname()[:2]
     if not has_active_superuser(portico.db):
         log.warning("no active superuser yet: create one with `portico createsuperuser`")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server import __version__
-from server.api import admin, errors
+from server.api import admin, errors, orthanc
 from server.api.middleware import BodyLimit, Metrics
 from server.api.responses import OrjsonResponse
 from server.contract.errors import ServiceUnavailable
@@ -34,6 +34,7 @@ def create_app(portico: Portico) -> FastAPI:
     registry = CollectorRegistry()
     errors.install(app)
     app.include_router(admin.router)
+    app.router.routes.extend(orthanc.routes(orthanc.OrthancService(portico.authorizer)))
 
     @app.get("/healthz", tags=["Operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from server.services.accounts import LoginLimiter
+from server.services.authz_state import Generation, PostgresListener, watch_writes
+from server.services.orthanc_authz import OrthancAuthorizer
 from server.services.site import get_site
 from server.services.secretbox import SecretBox, load_or_create_key_file, verify_or_record_key
 from server.settings import Settings
@@ -26,12 +28,17 @@ class Portico:
     db: Database
     box: SecretBox
     limiter: LoginLimiter
+    generation: Generation
+    authorizer: OrthancAuthorizer
+    listener: PostgresListener | None = None
 
     @property
     def admin_session_lifetime(self) -> timedelta:
         return timedelta(seconds=self.settings.admin_session_seconds)
 
     def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
         self.db.dispose()
 
 
@@ -41,7 +48,7 @@ def load_secret_box(settings: Settings, *, create: bool) -> SecretBox:
     return load_or_create_key_file(settings.resolved_key_file, create=create)
 
 
-def open_portico(settings: Settings, *, migrate_schema: bool | None = None) -> Portico:
+def open_portico(settings: Settings, *, migrate_schema: bool | None = None, listen_for_changes: bool = False) -> Portico:
     """Open the database (migrating it when asked), load and check the encryption key."""
     db = Database(settings.resolved_database_url)
     try:
@@ -60,4 +67,18 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None) -> P
         db.dispose()
         raise
     limiter = LoginLimiter(settings.login_limit_per_user, settings.login_limit_per_address)
-    return Portico(settings=settings, db=db, box=box, limiter=limiter)
+    generation = Generation()
+    watch_writes(db.write_sessions, generation, notify=not db.is_sqlite)
+    listener = None
+    if listen_for_changes and not db.is_sqlite:
+        listener = PostgresListener(db.url, generation)
+        listener.start()
+    return Portico(
+        settings=settings,
+        db=db,
+        box=box,
+        limiter=limiter,
+        generation=generation,
+        authorizer=OrthancAuthorizer(db, generation),
+        listener=listener,
+    )

@@ -74,6 +74,10 @@ class Database:
         write_engine = self.engine.execution_options(sqlite_write=True) if self.is_sqlite else self.engine
         self._write = sessionmaker(write_engine, expire_on_commit=False)
 
+    @property
+    def write_sessions(self) -> sessionmaker[Session]:
+        return self._write
+
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
         with self._read() as session:

@@ -1,0 +1,201 @@
+"""The web service of Orthanc's advanced authorization plugin, at /orthanc/{server}/.
+
+Plain Starlette routes and orjson rather than FastAPI models: this is the path Orthanc
+calls on every request (see ENVIRONMENT.md: FastAPI ~83 µs vs Starlette ~36 µs per call).
+Lenient in (``identifier`` or ``server-id``, a ``Bearer `` prefix, an empty token is
+anonymous, unknown fields ignored), strict out (every field, JSON types exact).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.domain.decision import SUPERUSER_VALIDITY
+from server.domain.orthanc import Level, Method
+from server.domain.vocabulary import Capability
+from server.services.orthanc_authz import OrthancAuthorizer, ServerInfo, strip_bearer
+
+MAX_BODY = 64 * 1024
+MAX_TEXT = 4096
+_JSON = "application/json"
+
+
+class BadCall(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type=_JSON)
+
+
+def _error(error: BadCall) -> Response:
+    headers = {"WWW-Authenticate": 'Basic realm="portico-orthanc"'} if error.status == 401 else None
+    return Response(
+        orjson.dumps({"error": {"code": error.code, "message": error.message}}),
+        status_code=error.status,
+        media_type=_JSON,
+        headers=headers,
+    )
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """Read a JSON object body, chunked or not, refusing anything over 64 KiB."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadCall(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        # orjson reports invalid UTF-8 as a decode error too, with its position.
+        raise BadCall(400, "malformed_json", f"the body is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise BadCall(400, "malformed_body", "the body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], *names: str, required: bool = False) -> str | None:
+    for name in names:
+        if name in body and body[name] is not None:
+            value = body[name]
+            if not isinstance(value, str):
+                raise BadCall(400, "bad_field", f"'{name}' must be a string, not {type(value).__name__}")
+            if len(value) > MAX_TEXT:
+                raise BadCall(400, "bad_field", f"'{name}' is longer than {MAX_TEXT} characters")
+            return value
+    if required:
+        raise BadCall(400, "missing_field", f"'{names[0]}' is required")
+    return None
+
+
+def _enum(body: dict[str, Any], name: str, kind: type[Level] | type[Method]) -> Any:
+    value = _text(body, name, required=True)
+    try:
+        return kind(value.lower())  # type: ignore[union-attr]
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise BadCall(400, "bad_field", f"'{name}' must be one of {allowed}, not {value!r}") from None
+
+
+def _labels(body: dict[str, Any]) -> frozenset[str]:
+    labels = body.get("labels")
+    if labels is None:
+        return frozenset()
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels) or len(labels) > 1000:
+        raise BadCall(400, "bad_field", "'labels' must be a list of strings")
+    return frozenset(labels)
+
+
+class OrthancService:
+    def __init__(self, authorizer: OrthancAuthorizer) -> None:
+        self.authorizer = authorizer
+
+    def _server(self, request: Request) -> ServerInfo:
+        """The imaging server named in the URL, if the caller holds a credential bound to it."""
+        token = request.path_params["server"]
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            raise BadCall(401, "not_authenticated", "HTTP Basic authentication with this imaging server's plugin credential is required")
+        try:
+            username, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise BadCall(401, "not_authenticated", "malformed Basic credentials") from None
+        server = self.authorizer.server(token)
+        bound_to = self.authorizer.plugin_credential_server(username, password)
+        if server is None or bound_to is None or bound_to != server.id:
+            # One answer for every cause: an unknown server, a wrong password, another server's credential.
+            raise BadCall(401, "not_authenticated", "the credential is not valid for this imaging server")
+        if not server.is_active:
+            raise BadCall(403, "server_inactive", f"the imaging server {server.name!r} is deactivated in Portico")
+        return server
+
+    async def validate(self, request: Request) -> Response:
+        try:
+            server = self._server(request)
+            body = await _body(request)
+            level = _enum(body, "level", Level)
+            method = _enum(body, "method", Method)
+            token = strip_bearer(_text(body, "token-value") or "")
+            decision = self.authorizer.validate(
+                server,
+                token or None,
+                method,
+                level,
+                _text(body, "orthanc-id"),
+                _text(body, "dicom-uid"),
+                _labels(body),
+                _text(body, "uri") if level == Level.SYSTEM else None,
+            )
+        except BadCall as error:
+            return _error(error)
+        return _json({"granted": decision.granted, "validity": int(decision.validity)})
+
+    async def profile(self, request: Request) -> Response:
+        try:
+            server = self._server(request)
+            body = await _body(request)
+            token = strip_bearer(_text(body, "token-value") or "")
+        except BadCall as error:
+            return _error(error)
+        subject = None
+        if token:
+            info = self.authorizer.verify_token(token)
+            if info is not None:
+                subject = self.authorizer.subject(info, server)
+        if subject is None:
+            return _json({"name": "anonymous", "permissions": [], "authorized-labels": [], "validity": 5})
+        if subject.is_superuser:
+            permissions = sorted(c.value for c in Capability)
+            labels = ["*"]
+            validity = SUPERUSER_VALIDITY
+        else:
+            now = self.authorizer._clock()
+            live = [rule for rule in subject.rules if rule.expires_at is None or rule.expires_at > now]
+            permissions = sorted({c.value for rule in live for c in rule.capabilities})
+            if any(rule.scope == "all" for rule in live):
+                labels = ["*"]
+            else:
+                labels = sorted({label for rule in live for label in rule.labels})
+            # 0 means "cache forever" to the plugin: never send it.
+            validity = max(1, min((rule.validity for rule in live), default=5))
+        return _json(
+            {
+                "name": subject.username,
+                "permissions": permissions,
+                "authorized-labels": labels,
+                "validity": validity,
+                "groups": sorted({rule.group for rule in subject.rules}),
+                "user-id": str(subject.user_id),
+            }
+        )
+
+    async def roles(self, request: Request) -> Response:
+        try:
+            self._server(request)
+        except BadCall as error:
+            return _error(error)
+        if request.method == "PUT":
+            return _error(BadCall(405, "managed_in_portico", "roles are managed in Portico (groups and access rules), not from Orthanc"))
+        return _json({"roles": {}, "available-labels": []})
+
+
+def routes(service: OrthancService) -> list[Route]:
+    return [
+        Route("/orthanc/{server}/tokens/validate", service.validate, methods=["POST"]),
+        Route("/orthanc/{server}/user/get-profile", service.profile, methods=["POST"]),
+        Route("/orthanc/{server}/settings/roles", service.roles, methods=["GET", "PUT"]),
+    ]

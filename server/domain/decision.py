@@ -1,0 +1,180 @@
+"""The one decision function: may this subject do this to this resource on this server?
+
+Both Orthanc's validate calls and the explain API call ``decide``, so an explanation can
+never disagree with a decision. It is pure (the caller resolves tokens, rules and the
+resource's ancestry beforehand) and cheap: a handful of set look-ups per rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from server.domain.orthanc import Level, Requirement
+from server.domain.vocabulary import Capability, ScopeKind
+
+# A denial is cached by Orthanc for this long: short, so that a grant made now works soon.
+DENIAL_VALIDITY = 5
+SUPERUSER_VALIDITY = 60
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    orthanc_id: str | None = None
+    dicom_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Resource:
+    level: Level
+    orthanc_id: str | None = None
+    dicom_uid: str | None = None
+    labels: frozenset[str] = frozenset()
+    uri: str | None = None
+    # The resource's ancestors, when they were looked up (None: not known).
+    ancestors: Mapping[Level, Identifiers] | None = None
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule_id: int
+    group: str
+    scope: ScopeKind
+    capabilities: frozenset[Capability]
+    validity: int
+    labels: frozenset[str] = frozenset()
+    patient_ids: frozenset[str] = frozenset()
+    study_uids: frozenset[str] = frozenset()
+    orthanc_ids: frozenset[str] = frozenset()
+    expires_at: float | None = None  # epoch seconds
+
+    @property
+    def has_selectors_below_patient(self) -> bool:
+        return bool(self.patient_ids or self.study_uids or self.orthanc_ids)
+
+
+@dataclass(frozen=True)
+class Subject:
+    user_id: int
+    username: str
+    is_superuser: bool
+    rules: tuple[CompiledRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    granted: bool
+    validity: int
+    trace: tuple[str, ...]
+    matched_rules: tuple[int, ...] = ()
+    considered_rules: tuple[int, ...] = ()
+
+
+@dataclass
+class _Trace:
+    lines: list[str] = field(default_factory=list)
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def _scope_matches(rule: CompiledRule, resource: Resource, note: _Trace) -> bool:
+    if rule.scope == ScopeKind.ALL:
+        note(f"rule {rule.rule_id} ({rule.group}): scope all covers every resource")
+        return True
+    if resource.level == Level.SYSTEM:
+        note(f"rule {rule.rule_id} ({rule.group}): scope {rule.scope.value} names resources, and a system call ({resource.uri}) is none of them")
+        return False
+    if rule.scope == ScopeKind.LABELS:
+        shared = rule.labels & resource.labels
+        if shared:
+            note(f"rule {rule.rule_id} ({rule.group}): label {sorted(shared)[0]!r} of the {resource.level.value} is in the rule's labels")
+            return True
+        note(
+            f"rule {rule.rule_id} ({rule.group}): the {resource.level.value}'s labels {sorted(resource.labels) or '(none)'} "
+            f"share none with the rule's {sorted(rule.labels)}"
+        )
+        return False
+    return _selectors_match(rule, resource, note)
+
+
+def _selectors_match(rule: CompiledRule, resource: Resource, note: _Trace) -> bool:
+    prefix = f"rule {rule.rule_id} ({rule.group})"
+    if resource.orthanc_id in rule.orthanc_ids:
+        note(f"{prefix}: names this {resource.level.value}'s Orthanc id {resource.orthanc_id}")
+        return True
+    if resource.level == Level.PATIENT and resource.dicom_uid in rule.patient_ids:
+        note(f"{prefix}: names PatientID {resource.dicom_uid}")
+        return True
+    if resource.level == Level.STUDY and resource.dicom_uid in rule.study_uids:
+        note(f"{prefix}: names StudyInstanceUID {resource.dicom_uid}")
+        return True
+    below_a_named_level = (rule.patient_ids and resource.level != Level.PATIENT) or (
+        rule.study_uids and resource.level in (Level.SERIES, Level.INSTANCE)
+    ) or (rule.orthanc_ids and resource.level != Level.PATIENT)
+    if not below_a_named_level:
+        note(f"{prefix}: its selectors name no {resource.level.value} with these ids")
+        return False
+    if resource.ancestors is None:
+        note(
+            f"{prefix}: the {resource.level.value} may lie below a resource the rule names, but its ancestry is unknown "
+            "(the imaging server has no REST credentials in Portico, or Orthanc did not answer), so it does not match"
+        )
+        return False
+    for level, ids in resource.ancestors.items():
+        if ids.orthanc_id is not None and ids.orthanc_id in rule.orthanc_ids:
+            note(f"{prefix}: names the {level.value} {ids.orthanc_id} that contains this {resource.level.value}")
+            return True
+        if level == Level.PATIENT and ids.dicom_uid in rule.patient_ids:
+            note(f"{prefix}: names PatientID {ids.dicom_uid}, the patient of this {resource.level.value}")
+            return True
+        if level == Level.STUDY and ids.dicom_uid in rule.study_uids:
+            note(f"{prefix}: names StudyInstanceUID {ids.dicom_uid}, the study of this {resource.level.value}")
+            return True
+    note(f"{prefix}: none of this {resource.level.value}'s ancestors is named by the rule")
+    return False
+
+
+def decide(subject: Subject | None, requirement: Requirement | None, resource: Resource, now: float) -> Decision:
+    note = _Trace()
+    if requirement is None:
+        note(f"no row of the permission table covers this call ({resource.uri}): denied")
+        return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
+    note(requirement.reason)
+    if subject is None:
+        note("no valid token (anonymous, unknown, expired or revoked): denied")
+        return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
+    if requirement.free:
+        note(f"{subject.username}: granted, the call needs no permission")
+        return Decision(True, DENIAL_VALIDITY, tuple(note.lines))
+    if subject.is_superuser:
+        note(f"{subject.username} is a superuser: granted")
+        return Decision(True, SUPERUSER_VALIDITY, tuple(note.lines))
+    matched: list[CompiledRule] = []
+    considered: list[int] = []
+    for rule in subject.rules:
+        considered.append(rule.rule_id)
+        if rule.expires_at is not None and rule.expires_at <= now:
+            note(f"rule {rule.rule_id} ({rule.group}): expired")
+            continue
+        if not (rule.capabilities & requirement.capabilities):
+            note(
+                f"rule {rule.rule_id} ({rule.group}): grants {sorted(c.value for c in rule.capabilities)}, "
+                f"not {'|'.join(sorted(c.value for c in requirement.capabilities))}"
+            )
+            continue
+        if _scope_matches(rule, resource, note):
+            matched.append(rule)
+    if not considered:
+        note(f"{subject.username} has no access rule on this imaging server (through any group): denied")
+        return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
+    if not matched:
+        note(f"{subject.username}: no rule grants this: denied")
+        return Decision(False, DENIAL_VALIDITY, tuple(note.lines), (), tuple(considered))
+    # The shortest validity of the granting rules, and never past a rule's expiry.
+    validity = min(
+        min(rule.validity, max(1, int(rule.expires_at - now))) if rule.expires_at is not None else rule.validity
+        for rule in matched
+    )
+    note(f"{subject.username}: granted by rule(s) {', '.join(str(r.rule_id) for r in matched)}; Orthanc may cache this for {validity} s")
+    return Decision(True, validity, tuple(note.lines), tuple(r.rule_id for r in matched), tuple(considered))

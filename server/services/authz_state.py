@@ -1,0 +1,119 @@
+"""In-memory state of the decision path, and its invalidation.
+
+A validate call for a token seen before does no database query and no signature check:
+the verified token, the subject's compiled rules and the imaging server all come from
+dictionaries. Any committed write to a table they are built from (users, memberships,
+groups, rules, sessions, credentials, shares, imaging servers) bumps a generation
+counter, and everything built under an older generation is dropped at once.
+
+On PostgreSQL the writer also sends ``NOTIFY portico_authz`` in the same transaction, and
+every replica listens, so a revocation reaches every replica as soon as it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("portico.authz")
+
+NOTIFY_CHANNEL = "portico_authz"
+WATCHED_TABLES = frozenset(
+    {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions"}
+)
+_PENDING = "portico_authz_changed"
+
+
+class Generation:
+    """A counter that says whether cached authorization data is still current."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    def bump(self) -> None:
+        with self._lock:
+            self._value += 1
+        for listener in self._listeners:
+            listener()
+
+    def on_bump(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+
+def watch_writes(factory: sessionmaker[Session], generation: Generation, *, notify: bool) -> None:
+    """Bump ``generation`` after every commit that touched a watched table."""
+
+    @event.listens_for(factory, "after_flush")
+    def _after_flush(session: Session, _context: Any) -> None:
+        touched = {
+            getattr(instance, "__tablename__", None) for instance in (*session.new, *session.dirty, *session.deleted)
+        }
+        if touched & WATCHED_TABLES:
+            session.info[_PENDING] = True
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _bulk(state: Any) -> None:
+        # Bulk UPDATE/DELETE statements bypass the unit of work; look at their target table.
+        if (state.is_update or state.is_delete) and state.bind_mapper is not None:
+            if state.bind_mapper.local_table.name in WATCHED_TABLES:
+                state.session.info[_PENDING] = True
+
+    @event.listens_for(factory, "before_commit")
+    def _before_commit(session: Session) -> None:
+        session.flush()
+        if notify and session.info.get(_PENDING):
+            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+    @event.listens_for(factory, "after_commit")
+    def _after_commit(session: Session) -> None:
+        if session.info.pop(_PENDING, False):
+            generation.bump()
+
+    @event.listens_for(factory, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+
+class PostgresListener:
+    """Listens for ``NOTIFY portico_authz`` from other replicas and bumps the generation."""
+
+    def __init__(self, url: str, generation: Generation) -> None:
+        self._url = url
+        self._generation = generation
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="portico-authz-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import psycopg
+
+        conninfo = self._url.replace("postgresql+psycopg://", "postgresql://")
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    # Whatever happened while (re)connecting is unknown: start afresh.
+                    self._generation.bump()
+                    while not self._stop.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self._generation.bump()
+            except Exception as error:  # keep listening across database restarts
+                log.warning("authorization change listener lost its connection (%s); reconnecting", error)
+                self._generation.bump()
+                self._stop.wait(1.0)

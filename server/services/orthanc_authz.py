@@ -1,0 +1,279 @@
+"""Orthanc's authorization web service: who is asking, about what, and the decision.
+
+The hot path (``validate`` for a token seen before) reads only dictionaries; see
+``authz_state`` for how those are kept current. Everything that fails on this path
+denies (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from server.domain.decision import CompiledRule, Decision, Resource, Subject, decide
+from server.domain.orthanc import DEFAULT_PERMISSION_TABLE, Level, Method, PermissionEntry, required_capabilities
+from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, SelectorKind, SessionKind, TokenPrefix
+from server.services import secrets_tokens
+from server.services.authz_state import Generation
+from server.storage.database import Database
+from server.storage.tables import (
+    AccessRule,
+    Credential,
+    Group,
+    ImagingServer,
+    Membership,
+    Session,
+    Share,
+    User,
+)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    id: int
+    token: str
+    name: str
+    is_active: bool
+    viewer_url: str | None
+    permission_table: tuple[PermissionEntry, ...] = DEFAULT_PERMISSION_TABLE
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A verified token: whose it is and until when. ``share_id`` for share tokens."""
+
+    user_id: int | None
+    expires_at: float | None
+    share_id: int | None = None
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def strip_bearer(value: str) -> str:
+    value = value.strip()
+    return value[7:].strip() if value[:7].lower() == "bearer " else value
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+class OrthancAuthorizer:
+    """Answers the plugin's questions for every imaging server of this Portico."""
+
+    def __init__(self, db: Database, generation: Generation, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._generation = generation
+        self._clock = clock
+        self._seen_generation = -1
+        self._servers: dict[str, ServerInfo] = {}
+        self._tokens: dict[bytes, TokenInfo | None] = {}
+        self._subjects: dict[tuple[int, int], Subject | None] = {}
+        self._shares: dict[int, Subject | None] = {}
+        self._plugin_credentials: dict[bytes, int | None] = {}
+
+    # ------------------------------------------------------------ cache upkeep
+
+    def _current(self) -> None:
+        generation = self._generation.value
+        if generation != self._seen_generation:
+            self._servers.clear()
+            self._tokens.clear()
+            self._subjects.clear()
+            self._shares.clear()
+            self._plugin_credentials.clear()
+            self._seen_generation = generation
+
+    # ------------------------------------------------------------ look-ups (cached)
+
+    def server(self, token: str) -> ServerInfo | None:
+        self._current()
+        info = self._servers.get(token)
+        if info is None:
+            with self._db.reading() as session:
+                row = session.scalar(select(ImagingServer).where(ImagingServer.token == token))
+                if row is None:
+                    return None
+                info = ServerInfo(row.id, row.token, row.name, row.is_active, row.viewer_url)
+            self._servers[token] = info
+        return info
+
+    def plugin_credential_server(self, username: str, password: str) -> int | None:
+        """The imaging server id a plugin credential is bound to, or None if it is not valid."""
+        self._current()
+        key = token_digest(f"{username}\x00{password}")
+        if key in self._plugin_credentials:
+            return self._plugin_credentials[key]
+        server_id: int | None = None
+        with self._db.reading() as session:
+            row = session.scalar(select(Credential).where(Credential.public_id == username))
+            if (
+                row is not None
+                and row.kind == CredentialKind.ORTHANC_PLUGIN
+                and secrets_tokens.matches(password, row.secret_hash)
+                and (row.expires_at is None or row.expires_at.timestamp() > self._clock())
+            ):
+                server_id = row.imaging_server_id
+        self._plugin_credentials[key] = server_id
+        return server_id
+
+    def verify_token(self, token: str) -> TokenInfo | None:
+        self._current()
+        key = token_digest(token)
+        if key in self._tokens:
+            info = self._tokens[key]
+        else:
+            info = self._tokens[key] = self._load_token(token)
+        if info is not None and info.expires_at is not None and info.expires_at <= self._clock():
+            return None
+        return info
+
+    def _load_token(self, token: str) -> TokenInfo | None:
+        presented = secrets_tokens.parse(token)
+        if presented is None:
+            return None
+        with self._db.reading() as session:
+            if presented.prefix == TokenPrefix.API_TOKEN:
+                credential = session.scalar(
+                    select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}")
+                )
+                if (
+                    credential is None
+                    or credential.kind != CredentialKind.API_TOKEN
+                    or credential.user_id is None
+                    or not secrets_tokens.matches(presented.secret, credential.secret_hash)
+                ):
+                    return None
+                return self._for_user(session, credential.user_id, _epoch(credential.expires_at))
+            if presented.prefix == TokenPrefix.ADMIN_SESSION:
+                row = session.get(Session, presented.public_id)
+                if (
+                    row is None
+                    or row.kind != SessionKind.ADMIN
+                    or row.secret_hash is None
+                    or row.revoked_at is not None
+                    or not secrets_tokens.matches(presented.secret, row.secret_hash)
+                ):
+                    return None
+                return self._for_user(session, row.user_id, _epoch(row.expires_at))
+            if presented.prefix == TokenPrefix.SHARE:
+                share = session.scalar(select(Share).where(Share.public_id == presented.public_id))
+                if share is None or not secrets_tokens.matches(presented.secret, share.secret_hash):
+                    return None
+                return TokenInfo(user_id=None, expires_at=_epoch(share.expires_at), share_id=share.id)
+        return None
+
+    @staticmethod
+    def _for_user(session: Any, user_id: int, expires_at: float | None) -> TokenInfo | None:
+        user = session.get(User, user_id)
+        if user is None or not user.is_active:
+            return None
+        return TokenInfo(user_id=user_id, expires_at=expires_at)
+
+    def subject(self, info: TokenInfo, server: ServerInfo) -> Subject | None:
+        if info.share_id is not None:
+            return self._share_subject(info.share_id, server)
+        assert info.user_id is not None
+        key = (info.user_id, server.id)
+        if key not in self._subjects:
+            self._subjects[key] = self._load_subject(info.user_id, server.id)
+        return self._subjects[key]
+
+    def _load_subject(self, user_id: int, server_id: int) -> Subject | None:
+        with self._db.reading() as session:
+            user = session.get(User, user_id)
+            if user is None or not user.is_active:
+                return None
+            rows = session.execute(
+                select(AccessRule, Group.name)
+                .join(Group, Group.id == AccessRule.group_id)
+                .join(Membership, Membership.group_id == AccessRule.group_id)
+                .where(Membership.user_id == user_id, AccessRule.imaging_server_id == server_id)
+                .order_by(AccessRule.id)
+            ).all()
+            return Subject(
+                user_id=user.id,
+                username=user.username,
+                is_superuser=user.is_superuser,
+                rules=tuple(compile_rule(rule, group) for rule, group in rows),
+            )
+
+    def _share_subject(self, share_id: int, server: ServerInfo) -> Subject | None:
+        if share_id not in self._shares:
+            self._shares[share_id] = self._load_share_subject(share_id, server)
+        return self._shares[share_id]
+
+    def _load_share_subject(self, share_id: int, server: ServerInfo) -> Subject | None:
+        with self._db.reading() as session:
+            share = session.get(Share, share_id)
+            if share is None or (share.imaging_server_id not in (None, server.id)):
+                return None
+            orthanc_ids = frozenset(r["orthanc_id"] for r in share.resources if r.get("orthanc_id"))
+            study_uids = frozenset(r["dicom_uid"] for r in share.resources if r.get("dicom_uid") and r.get("level") == "study")
+            patient_ids = frozenset(r["dicom_uid"] for r in share.resources if r.get("dicom_uid") and r.get("level") == "patient")
+            capabilities = {Capability.VIEW} | ({Capability.DOWNLOAD} if "download" in share.type else set())
+            rule = CompiledRule(
+                rule_id=0,
+                group=f"share {share.type}",
+                scope=ScopeKind.RESOURCES,
+                capabilities=frozenset(capabilities),
+                validity=60,
+                orthanc_ids=orthanc_ids,
+                study_uids=study_uids,
+                patient_ids=patient_ids,
+                expires_at=_epoch(share.expires_at),
+            )
+            return Subject(user_id=0, username=f"share {share.public_id}", is_superuser=False, rules=(rule,))
+
+    # ------------------------------------------------------------ decisions
+
+    def validate(
+        self,
+        server: ServerInfo,
+        token: str | None,
+        method: Method,
+        level: Level,
+        orthanc_id: str | None,
+        dicom_uid: str | None,
+        labels: frozenset[str],
+        uri: str | None,
+    ) -> Decision:
+        resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
+        subject = None
+        if token:
+            info = self.verify_token(token)
+            if info is not None:
+                subject = self.subject(info, server)
+        requirement = required_capabilities(method, level, uri, server.permission_table)
+        return decide(subject, requirement, resource, self._clock())
+
+    def explain_subject(self, user_id: int, server: ServerInfo) -> Subject | None:
+        self._current()
+        return self.subject(TokenInfo(user_id=user_id, expires_at=None), server)
+
+
+def compile_rule(rule: AccessRule, group: str) -> CompiledRule:
+    selectors: dict[str, set[str]] = {kind.value: set() for kind in SelectorKind}
+    for selector in rule.selectors:
+        selectors[selector["kind"]].add(selector["value"])
+    return CompiledRule(
+        rule_id=rule.id,
+        group=group,
+        scope=ScopeKind(rule.scope),
+        capabilities=frozenset(Capability(c) for c in rule.capabilities),
+        validity=rule.validity,
+        labels=frozenset(rule.labels),
+        patient_ids=frozenset(selectors[SelectorKind.PATIENT_ID]),
+        study_uids=frozenset(selectors[SelectorKind.STUDY_INSTANCE_UID]),
+        orthanc_ids=frozenset(selectors[SelectorKind.ORTHANC_ID]),
+        expires_at=_epoch(rule.expires_at),
+    )
+
