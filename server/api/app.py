@@ -15,6 +15,7 @@ from server.api import admin, errors, orthanc
 from server.api.middleware import BodyLimit, Metrics
 from server.api.responses import OrjsonResponse
 from server.contract.errors import ServiceUnavailable
+from server.services.orthanc_shares import PluginRefusals, ShareService
 from server.services.portico import Portico
 from server.storage import migrate
 
@@ -34,7 +35,7 @@ def create_app(portico: Portico) -> FastAPI:
     registry = CollectorRegistry()
     errors.install(app)
     app.include_router(admin.router)
-    app.router.routes.extend(orthanc.routes(orthanc.OrthancService(portico.authorizer)))
+    app.router.routes.extend(orthanc.routes(orthanc.OrthancService(portico.authorizer, ShareService(portico.db), PluginRefusals(portico.db))))
 
     @app.get("/healthz", tags=["Operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:

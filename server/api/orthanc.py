@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from server.domain.decision import SUPERUSER_VALIDITY
 from server.domain.orthanc import Level, Method
 from server.domain.vocabulary import Capability
 from server.services.orthanc_authz import OrthancAuthorizer, ServerInfo, strip_bearer
+from server.services.orthanc_shares import PluginRefusals, ShareRequest, ShareService
 
 MAX_BODY = 64 * 1024
 MAX_TEXT = 4096
@@ -99,9 +101,50 @@ def _labels(body: dict[str, Any]) -> frozenset[str]:
     return frozenset(labels)
 
 
+# Longer than any sensible share: the plugin has been seen sending uninitialised numbers.
+MAX_SHARE_SECONDS = 10 * 366 * 24 * 3600
+_LEVELS = {"patient", "study", "series", "instance"}
+
+
+def parse_share_request(share_type: str, body: dict[str, Any]) -> ShareRequest:
+    if not share_type or len(share_type) > 64 or not all(ch.isalnum() or ch == "-" for ch in share_type):
+        raise BadCall(400, "bad_field", f"unknown token type {share_type!r}")
+    resources = body.get("resources")
+    if not isinstance(resources, list) or not resources or len(resources) > 1000:
+        raise BadCall(400, "bad_field", "'resources' must be a non-empty list (at most 1000)")
+    parsed: list[dict[str, str]] = []
+    for index, resource in enumerate(resources):
+        if not isinstance(resource, dict):
+            raise BadCall(400, "bad_field", f"'resources[{index}]' must be an object")
+        entry = {key: _text(resource, name) for key, name in (("level", "level"), ("orthanc_id", "orthanc-id"), ("dicom_uid", "dicom-uid"), ("url", "url"))}
+        if entry["level"] not in _LEVELS:
+            raise BadCall(400, "bad_field", f"'resources[{index}].level' must be one of patient, study, series, instance")
+        if not (entry["orthanc_id"] or entry["dicom_uid"] or entry["url"]):
+            raise BadCall(400, "bad_field", f"'resources[{index}]' names no resource (orthanc-id, dicom-uid or url)")
+        parsed.append({key: value for key, value in entry.items() if value})
+    duration = body.get("validity-duration")
+    expires_at: datetime | None = None
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int) or not 0 < duration <= MAX_SHARE_SECONDS:
+            raise BadCall(400, "bad_field", f"'validity-duration' must be a whole number of seconds between 1 and {MAX_SHARE_SECONDS}, not {duration!r}")
+        expires_at = datetime.now(UTC) + timedelta(seconds=duration)
+    expiration = _text(body, "expiration-date")
+    if expiration:
+        try:
+            parsed_date = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadCall(400, "bad_field", f"'expiration-date' is not an ISO 8601 date: {expiration!r}") from None
+        if parsed_date.tzinfo is None:
+            parsed_date = parsed_date.replace(tzinfo=UTC)
+        expires_at = parsed_date if expires_at is None else min(expires_at, parsed_date)
+    return ShareRequest(type=share_type, resources=parsed, expires_at=expires_at)
+
+
 class OrthancService:
-    def __init__(self, authorizer: OrthancAuthorizer) -> None:
+    def __init__(self, authorizer: OrthancAuthorizer, shares: ShareService, refusals: PluginRefusals) -> None:
         self.authorizer = authorizer
+        self.shares = shares
+        self.refusals = refusals
 
     def _server(self, request: Request) -> ServerInfo:
         """The imaging server named in the URL, if the caller holds a credential bound to it."""
@@ -114,9 +157,18 @@ class OrthancService:
             username, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise BadCall(401, "not_authenticated", "malformed Basic credentials") from None
+        address = request.client.host if request.client else None
+        if not self.refusals.allowed(address):
+            raise BadCall(429, "rate_limited", "too many refused plugin credentials from this address; try again later")
         server = self.authorizer.server(token)
         bound_to = self.authorizer.plugin_credential_server(username, password)
         if server is None or bound_to is None or bound_to != server.id:
+            reason = (
+                "unknown imaging server" if server is None
+                else "unknown or wrong credential" if bound_to is None
+                else "credential of another imaging server"
+            )
+            self.refusals.record(address, token, username, reason)
             # One answer for every cause: an unknown server, a wrong password, another server's credential.
             raise BadCall(401, "not_authenticated", "the credential is not valid for this imaging server")
         if not server.is_active:
@@ -183,6 +235,25 @@ class OrthancService:
             }
         )
 
+    async def create_token(self, request: Request) -> Response:
+        try:
+            server = self._server(request)
+            body = await _body(request)
+            request_ = parse_share_request(request.path_params["type"], body)
+            share = self.shares.create(server, request_)
+        except BadCall as error:
+            return _error(error)
+        return _json({"token": share.token, "url": share.url})
+
+    async def decode_token(self, request: Request) -> Response:
+        try:
+            server = self._server(request)
+            body = await _body(request)
+            token = strip_bearer(_text(body, "token-value") or "")
+        except BadCall as error:
+            return _error(error)
+        return _json(self.shares.decode(server, token))
+
     async def roles(self, request: Request) -> Response:
         try:
             self._server(request)
@@ -198,4 +269,6 @@ def routes(service: OrthancService) -> list[Route]:
         Route("/orthanc/{server}/tokens/validate", service.validate, methods=["POST"]),
         Route("/orthanc/{server}/user/get-profile", service.profile, methods=["POST"]),
         Route("/orthanc/{server}/settings/roles", service.roles, methods=["GET", "PUT"]),
+        Route("/orthanc/{server}/tokens/decode", service.decode_token, methods=["POST"]),
+        Route("/orthanc/{server}/tokens/{type}", service.create_token, methods=["PUT"]),
     ]
