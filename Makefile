@@ -10,12 +10,14 @@ QT_DEBS := libegl1 libgl1 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 l
 	libxrandr2 libxtst6 libx11-6 libx11-xcb1 libxcb1 libxkbfile1 libbrotli1 fonts-dejavu-core \
 	libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-shape0 libxcb-xinerama0 libxkbcommon-x11-0
+# A real Orthanc for the ancestry tests (Debian 12 ships 1.10.1); the tests start their own.
+TEST_DEBS := orthanc
 BASE_DEBS := python3 python3-venv python3-pip
 
 .PHONY: run test serve lint typecheck clean debs
 
-.stamp-debs:
-	@missing=$$(for p in $(QT_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+.stamp-debs: Makefile
+	@missing=$$(for p in $(QT_DEBS) $(TEST_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from server.contract import schemas as s
 from server.contract.errors import ErrorBody, ValidationFailed
 from server.domain.vocabulary import Action, CredentialKind, EntityType
-from server.services import accounts, entities, memberships, records, site
+from server.domain.orthanc import DEFAULT_PERMISSION_TABLE
+from server.services import accounts, entities, explanation, memberships, records, site
+from server.services.orthanc_config import orthanc_configuration
 from server.services.principal import Principal
 from server.services.records import EntitySpec, WriteContext
 from server.api.deps import PorticoDep, PrincipalDep, client_address, require
@@ -225,6 +227,37 @@ def add_groups(user_id: int, body: s.GroupIds, portico: PorticoDep, principal: A
 def remove_groups(user_id: int, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
     with portico.db.writing() as session:
         return memberships.change_memberships(session, principal.actor, group_ids=body.group_ids, user_ids=[user_id], add=False, anchor=EntityType.USER, anchor_id=user_id)
+
+
+# ---------------------------------------------------------------- Orthanc: explain, configuration
+
+
+@router.post("/explain", response_model=s.ExplainResponse, tags=["Imaging authorization"],
+             summary="Would this user (or token) be granted this call on this imaging server, and why")
+def explain(body: s.ExplainRequest, portico: PorticoDep, _: Annotated[Principal, Depends(require(EntityType.ACCESS_RULE, Action.VIEW))]) -> Any:
+    return explanation.explain(portico.db, portico.authorizer, body)
+
+
+@router.post("/imaging-servers/{record_id}/orthanc-config", tags=["Imaging servers"],
+             summary="The Orthanc 'Authorization' configuration block, with a freshly minted plugin credential")
+def orthanc_config(
+    record_id: int,
+    portico: PorticoDep,
+    principal: Annotated[Principal, Depends(require(EntityType.CREDENTIAL, Action.ADD))],
+) -> dict[str, Any]:
+    with portico.db.writing() as session:
+        server = records.get_record(session, entities.IMAGING_SERVERS, record_id)
+        ctx = WriteContext(session=session, principal=principal, box=portico.box)
+        return orthanc_configuration(ctx, server)
+
+
+@router.get("/orthanc-permission-table", response_model=list[s.PermissionRow], tags=["Imaging authorization"],
+            summary="The default permission table (method + URI regex -> capabilities), used when a server has none")
+def default_permission_table(_: PrincipalDep) -> Any:
+    return [
+        {"method": entry.method.value, "pattern": entry.pattern, "capabilities": sorted(c.value for c in entry.capabilities)}
+        for entry in DEFAULT_PERMISSION_TABLE
+    ]
 
 
 # ---------------------------------------------------------------- site

@@ -453,6 +453,25 @@ class MembershipChange(BaseModel):
 # ---------------------------------------------------------------- imaging servers
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"not a valid regular expression: {error}") from None
+    return value
+
+
+class PermissionRow(Strict):
+    """One row of an imaging server's permission table: first match wins."""
+
+    method: Literal["get", "post", "put", "delete"]
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_regex)]
+    capabilities: list[Capability] = Field(default_factory=list, description="Any one of them suffices; empty: no permission needed.")
+
+
+PermissionTable = Annotated[list[PermissionRow], Field(max_length=500)]
+
+
 class ImagingServerCreate(Strict):
     token: ServerToken = Field(description="The WebServiceIdentifier (server-id) Orthanc sends.")
     name: Name
@@ -465,6 +484,7 @@ class ImagingServerCreate(Strict):
     is_default: bool = False
     rest_username: Annotated[str, StringConstraints(max_length=255)] | None = None
     rest_password: Annotated[SecretStr, Field(max_length=1024)] | None = None
+    permission_table: PermissionTable | None = Field(None, description="null: the plugin's default table")
 
 
 class ImagingServerUpdate(UpdateBase):
@@ -479,6 +499,7 @@ class ImagingServerUpdate(UpdateBase):
     is_default: bool | None = None
     rest_username: Annotated[str, StringConstraints(max_length=255)] | None = None
     rest_password: Annotated[SecretStr, Field(max_length=1024)] | None = None
+    permission_table: PermissionTable | None = None
 
 
 class ImagingServerRead(Versioned):
@@ -493,6 +514,7 @@ class ImagingServerRead(Versioned):
     is_default: bool
     rest_username: str | None
     rest_password_set: bool
+    permission_table: list[PermissionRow] | None
 
 
 class ImagingServerListQuery(ListQuery):
@@ -758,6 +780,43 @@ class LoginResponse(BaseModel):
     session_id: str
     expires_at: datetime
     user: UserRead
+
+
+class ExplainRequest(Strict):
+    """Who (a user, or a token as Orthanc would send it), where, and what."""
+
+    user_id: int | None = None
+    username: str | None = None
+    token: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    imaging_server_id: int
+    method: Literal["get", "post", "put", "delete"] = "get"
+    level: Literal["patient", "study", "series", "instance", "system"]
+    orthanc_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    dicom_uid: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="PatientID, StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID, by level"
+    )
+    labels: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=100)
+    uri: Annotated[str, StringConstraints(max_length=2000)] | None = Field(None, description="For level 'system'")
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ExplainRequest:
+        given = [name for name in ("user_id", "username", "token") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("name exactly one of user_id, username or token")
+        if self.level == "system" and not self.uri:
+            raise ValueError("a system-level question needs the 'uri'")
+        if self.level != "system" and not (self.orthanc_id or self.dicom_uid):
+            raise ValueError("a resource-level question needs 'orthanc_id' or 'dicom_uid'")
+        return self
+
+
+class ExplainResponse(BaseModel):
+    granted: bool
+    validity: int = Field(description="What Portico answers Orthanc: seconds it may cache this decision")
+    subject: str | None = Field(description="The user (or share) the question was decided for; null if the token is not valid")
+    trace: list[str] = Field(description="Each step of the decision, in plain words")
+    matched_rules: list[int]
+    considered_rules: list[int]
 
 
 class DeleteImpact(BaseModel):

@@ -8,19 +8,22 @@ denies (fail closed).
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
-from server.domain.decision import CompiledRule, Decision, Resource, Subject, decide
-from server.domain.orthanc import DEFAULT_PERMISSION_TABLE, Level, Method, PermissionEntry, required_capabilities
+from server.domain.decision import CompiledRule, Decision, Identifiers, Resource, Subject, decide
+from server.domain.orthanc import DEFAULT_PERMISSION_TABLE, Level, Method, PermissionEntry, Requirement, required_capabilities
 from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, SelectorKind, SessionKind, TokenPrefix
 from server.services import secrets_tokens
 from server.services.authz_state import Generation
+from server.services.secretbox import SecretBox
 from server.storage.database import Database
 from server.storage.tables import (
     AccessRule,
@@ -34,6 +37,9 @@ from server.storage.tables import (
 )
 
 
+log = logging.getLogger("portico.authz")
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     id: int
@@ -42,6 +48,35 @@ class ServerInfo:
     is_active: bool
     viewer_url: str | None
     permission_table: tuple[PermissionEntry, ...] = DEFAULT_PERMISSION_TABLE
+    # Orthanc's own REST API, for ancestry look-ups; None without stored credentials.
+    rest_url: str | None = None
+    rest_auth: tuple[str, str] | None = field(default=None, repr=False)
+
+
+def permission_table(rows: list[Any] | None) -> tuple[PermissionEntry, ...]:
+    if rows is None:
+        return DEFAULT_PERMISSION_TABLE
+    return tuple(
+        PermissionEntry(Method(row["method"]), row["pattern"], frozenset(Capability(c) for c in row["capabilities"]))
+        for row in rows
+    )
+
+
+def server_info(row: ImagingServer, box: SecretBox) -> ServerInfo:
+    port = f":{row.port}" if row.port else ""
+    rest_auth = None
+    if row.rest_username and row.rest_password_encrypted is not None:
+        rest_auth = (row.rest_username, box.decrypt(row.rest_password_encrypted))
+    return ServerInfo(
+        id=row.id,
+        token=row.token,
+        name=row.name,
+        is_active=row.is_active,
+        viewer_url=row.viewer_url,
+        permission_table=permission_table(row.permission_table),
+        rest_url=f"{row.scheme}://{row.hostname}{port}",
+        rest_auth=rest_auth,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +104,17 @@ def _epoch(moment: datetime | None) -> float | None:
 class OrthancAuthorizer:
     """Answers the plugin's questions for every imaging server of this Portico."""
 
-    def __init__(self, db: Database, generation: Generation, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        generation: Generation,
+        clock: Callable[[], float] = time.time,
+        ancestry: AncestryLookup | None = None,
+    ) -> None:
         self._db = db
+        self._box = box
+        self._ancestry = ancestry or AncestryLookup()
         self._generation = generation
         self._clock = clock
         self._seen_generation = -1
@@ -102,9 +146,14 @@ class OrthancAuthorizer:
                 row = session.scalar(select(ImagingServer).where(ImagingServer.token == token))
                 if row is None:
                     return None
-                info = ServerInfo(row.id, row.token, row.name, row.is_active, row.viewer_url)
+                info = server_info(row, self._box)
             self._servers[token] = info
         return info
+
+    def server_by_id(self, server_id: int) -> ServerInfo | None:
+        with self._db.reading() as session:
+            row = session.get(ImagingServer, server_id)
+            return None if row is None else self.server(row.token)
 
     def plugin_credential_server(self, username: str, password: str) -> int | None:
         """The imaging server id a plugin credential is bound to, or None if it is not valid."""
@@ -235,29 +284,100 @@ class OrthancAuthorizer:
 
     # ------------------------------------------------------------ decisions
 
-    def validate(
-        self,
-        server: ServerInfo,
-        token: str | None,
-        method: Method,
-        level: Level,
-        orthanc_id: str | None,
-        dicom_uid: str | None,
-        labels: frozenset[str],
-        uri: str | None,
-    ) -> Decision:
-        resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
-        subject = None
-        if token:
-            info = self.verify_token(token)
-            if info is not None:
-                subject = self.subject(info, server)
-        requirement = required_capabilities(method, level, uri, server.permission_table)
-        return decide(subject, requirement, resource, self._clock())
+    def close(self) -> None:
+        self._ancestry.close()
 
-    def explain_subject(self, user_id: int, server: ServerInfo) -> Subject | None:
+    def subject_for_token(self, server: ServerInfo, token: str | None) -> Subject | None:
+        if not token:
+            return None
+        info = self.verify_token(token)
+        return None if info is None else self.subject(info, server)
+
+    def subject_for_user(self, server: ServerInfo, user_id: int) -> Subject | None:
         self._current()
         return self.subject(TokenInfo(user_id=user_id, expires_at=None), server)
+
+    def decide(self, server: ServerInfo, subject: Subject | None, method: Method, level: Level,
+               orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None) -> Decision:
+        """The one decision, for Orthanc's validate calls and for the explain API alike."""
+        requirement = required_capabilities(method, level, uri, server.permission_table)
+        resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
+        now = self._clock()
+        if requirement is not None and subject is not None and _may_need_ancestry(subject, requirement, resource, now):
+            resource = replace(resource, ancestors=self._ancestry.ancestors(server, level, orthanc_id))
+        return decide(subject, requirement, resource, now)
+
+    def validate(self, server: ServerInfo, token: str | None, method: Method, level: Level,
+                 orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None) -> Decision:
+        return self.decide(server, self.subject_for_token(server, token), method, level, orthanc_id, dicom_uid, labels, uri)
+
+
+def _may_need_ancestry(subject: Subject, requirement: Requirement, resource: Resource, now: float) -> bool:
+    """Only a resource rule that names something above this level needs Orthanc to tell the ancestry."""
+    if subject.is_superuser or resource.level in (Level.SYSTEM, Level.PATIENT) or not resource.orthanc_id:
+        return False
+    return any(
+        rule.scope == ScopeKind.RESOURCES
+        and rule.capabilities & requirement.capabilities
+        and (rule.expires_at is None or rule.expires_at > now)
+        for rule in subject.rules
+    )
+
+
+_PARENT = {Level.INSTANCE: ("instances", "ParentSeries", Level.SERIES), Level.SERIES: ("series", "ParentStudy", Level.STUDY), Level.STUDY: ("studies", "ParentPatient", Level.PATIENT)}
+
+
+class AncestryLookup:
+    """A resource's parents, asked of the imaging server's own REST API.
+
+    Orthanc ids never change, so answers are kept (bounded); failures are not, and a
+    failed look-up means "unknown", which no selector matches (fail closed).
+    """
+
+    def __init__(self, timeout: float = 3.0, capacity: int = 200_000) -> None:
+        self._timeout = timeout
+        self._capacity = capacity
+        self._known: dict[tuple[int, Level, str], dict[Level, Identifiers]] = {}
+        self._client = httpx.Client(timeout=timeout)
+        self.lookups = 0
+
+    def ancestors(self, server: ServerInfo, level: Level, orthanc_id: str | None) -> dict[Level, Identifiers] | None:
+        if not orthanc_id or server.rest_auth is None or server.rest_url is None or level not in _PARENT:
+            return None
+        key = (server.id, level, orthanc_id)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        found: dict[Level, Identifiers] = {}
+        current_level, current_id = level, orthanc_id
+        try:
+            while current_level in _PARENT:
+                path, parent_field, parent_level = _PARENT[current_level]
+                self.lookups += 1
+                response = self._client.get(f"{server.rest_url}/{path}/{current_id}", auth=server.rest_auth)
+                if response.status_code != 200:
+                    log.warning("ancestry of %s %s on %s: Orthanc answered %s", current_level.value, current_id, server.name, response.status_code)
+                    return None
+                document = response.json()
+                if current_level == Level.STUDY and current_level != level:
+                    # This document also tells the study's own UID, which a study selector names.
+                    found[Level.STUDY] = Identifiers(current_id, document.get("MainDicomTags", {}).get("StudyInstanceUID"))
+                parent_id = document[parent_field]
+                parent_uid = None
+                if parent_level == Level.PATIENT:
+                    parent_uid = document.get("PatientMainDicomTags", {}).get("PatientID")
+                found[parent_level] = Identifiers(orthanc_id=parent_id, dicom_uid=parent_uid)
+                current_level, current_id = parent_level, parent_id
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            log.warning("ancestry of %s %s on %s failed: %s", level.value, orthanc_id, server.name, error)
+            return None
+        if len(self._known) >= self._capacity:
+            self._known.clear()
+        self._known[key] = found
+        return found
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def compile_rule(rule: AccessRule, group: str) -> CompiledRule:

@@ -39,6 +39,7 @@ class Portico:
     def close(self) -> None:
         if self.listener is not None:
             self.listener.stop()
+        self.authorizer.close()
         self.db.dispose()
 
 
@@ -79,6 +80,6 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None, list
         box=box,
         limiter=limiter,
         generation=generation,
-        authorizer=OrthancAuthorizer(db, generation),
+        authorizer=OrthancAuthorizer(db, box, generation),
         listener=listener,
     )

@@ -235,6 +235,8 @@ class ImagingServer(Versioned, Base):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     rest_username: Mapped[str | None] = mapped_column(String(255))
     rest_password_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Rows of [method, uri regex, [capabilities]]; NULL: the plugin's default table.
+    permission_table: Mapped[list[Any] | None] = mapped_column(JSON)
 
     @property
     def rest_password_set(self) -> bool:
