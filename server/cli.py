@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="the JSON file ('-' for standard input)")
     importer.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
     _add_database_options(importer)
+    orthanc_config = commands.add_parser(
+        "orthanc-config", help="print the Orthanc 'Authorization' block of an imaging server, with a new plugin credential"
+    )
+    orthanc_config.add_argument("server", help="the imaging server's token (server-id) or name")
+    _add_database_options(orthanc_config)
     return parser
 
 
@@ -311,6 +316,32 @@ def command_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_orthanc_config(args: argparse.Namespace) -> int:
+    from sqlalchemy import or_, select
+
+    from server.services.audit import Actor
+    from server.services.orthanc_config import orthanc_configuration
+    from server.services.portico import open_portico
+    from server.services.principal import Principal
+    from server.services.records import WriteContext
+    from server.storage.tables import ImagingServer
+
+    portico = open_portico(_settings(args))
+    try:
+        with portico.db.writing() as session:
+            server = session.scalar(select(ImagingServer).where(or_(ImagingServer.token == args.server, ImagingServer.name == args.server)))
+            if server is None:
+                print(f"orthanc-config: no imaging server with token or name {args.server!r}", file=sys.stderr)
+                return EXIT_FAILED
+            actor = Actor.system("orthanc-config")
+            principal = Principal(user_id=0, username=actor.name, is_superuser=True, is_staff=True, permissions=frozenset())
+            block = orthanc_configuration(WriteContext(session=session, principal=principal, box=portico.box), server)
+    finally:
+        portico.close()
+    print(json.dumps(block, indent=2))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -321,6 +352,7 @@ COMMANDS = {
     "check": command_check,
     "export": command_export,
     "import": command_import,
+    "orthanc-config": command_orthanc_config,
 }
 
 

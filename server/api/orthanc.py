@@ -256,12 +256,12 @@ class OrthancService:
 
     async def roles(self, request: Request) -> Response:
         try:
-            self._server(request)
+            server = self._server(request)
         except BadCall as error:
             return _error(error)
         if request.method == "PUT":
-            return _error(BadCall(405, "managed_in_portico", "roles are managed in Portico (groups and access rules), not from Orthanc"))
-        return _json({"roles": {}, "available-labels": []})
+            return _error(BadCall(405, "managed_in_portico", "roles are managed in Portico (groups and their access rules), not from Orthanc"))
+        return _json(self.authorizer.roles(server))
 
 
 def routes(service: OrthancService) -> list[Route]:

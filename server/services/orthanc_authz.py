@@ -287,6 +287,29 @@ class OrthancAuthorizer:
     def close(self) -> None:
         self._ancestry.close()
 
+    def roles(self, server: ServerInfo) -> dict[str, Any]:
+        """The groups with rules on this server, as Orthanc Explorer 2's role settings."""
+        roles: dict[str, dict[str, set[str]]] = {}
+        available: set[str] = set()
+        with self._db.reading() as session:
+            rows = session.execute(
+                select(AccessRule, Group.name).join(Group, Group.id == AccessRule.group_id).where(AccessRule.imaging_server_id == server.id)
+            ).all()
+        now = self._clock()
+        for rule, group in rows:
+            if rule.expires_at is not None and rule.expires_at.timestamp() <= now:
+                continue
+            role = roles.setdefault(group, {"authorized-labels": set(), "permissions": set()})
+            role["permissions"].update(rule.capabilities)
+            if rule.scope == ScopeKind.ALL:
+                role["authorized-labels"].add("*")
+            role["authorized-labels"].update(rule.labels)
+            available.update(rule.labels)
+        return {
+            "roles": {name: {key: sorted(values) for key, values in role.items()} for name, role in sorted(roles.items())},
+            "available-labels": sorted(available),
+        }
+
     def subject_for_token(self, server: ServerInfo, token: str | None) -> Subject | None:
         if not token:
             return None
