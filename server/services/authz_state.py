@@ -99,6 +99,7 @@ class PostgresListener:
 
     def stop(self) -> None:
         self._stop.set()
+        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         import psycopg
@@ -117,3 +118,45 @@ class PostgresListener:
                 log.warning("authorization change listener lost its connection (%s); reconnecting", error)
                 self._generation.bump()
                 self._stop.wait(1.0)
+
+
+class SqliteChangeWatcher:
+    """Notices commits made by other processes on the same SQLite file (another worker, a
+    ``portico import``) through ``PRAGMA data_version``, and bumps the generation.
+
+    Commits of this process bump it at once (``watch_writes``); this covers the others
+    within ``interval`` seconds.
+    """
+
+    def __init__(self, path: str, generation: Generation, interval: float = 0.25) -> None:
+        self._path = path
+        self._generation = generation
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="portico-sqlite-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import sqlite3
+
+        connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            last = connection.execute("PRAGMA data_version").fetchone()[0]
+            while not self._stop.wait(self._interval):
+                try:
+                    version = connection.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error as error:
+                    log.warning("cannot watch the database for changes (%s); dropping cached decisions", error)
+                    self._generation.bump()
+                    continue
+                if version != last:
+                    last = version
+                    self._generation.bump()
+        finally:
+            connection.close()

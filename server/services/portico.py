@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from server.services.accounts import LoginLimiter
-from server.services.authz_state import Generation, PostgresListener, watch_writes
+from server.services.authz_state import Generation, PostgresListener, SqliteChangeWatcher, watch_writes
 from server.services.orthanc_authz import OrthancAuthorizer
 from server.services.site import get_site
 from server.services.secretbox import SecretBox, load_or_create_key_file, verify_or_record_key
@@ -30,7 +30,7 @@ class Portico:
     limiter: LoginLimiter
     generation: Generation
     authorizer: OrthancAuthorizer
-    listener: PostgresListener | None = None
+    listener: PostgresListener | SqliteChangeWatcher | None = None
 
     @property
     def admin_session_lifetime(self) -> timedelta:
@@ -70,9 +70,13 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None, list
     limiter = LoginLimiter(settings.login_limit_per_user, settings.login_limit_per_address)
     generation = Generation()
     watch_writes(db.write_sessions, generation, notify=not db.is_sqlite)
-    listener = None
-    if listen_for_changes and not db.is_sqlite:
-        listener = PostgresListener(db.url, generation)
+    listener: PostgresListener | SqliteChangeWatcher | None = None
+    if listen_for_changes:
+        # Other processes' commits: NOTIFY on PostgreSQL, the file's data_version on SQLite.
+        if db.is_sqlite:
+            listener = SqliteChangeWatcher(str(db.engine.url.database), generation)
+        else:
+            listener = PostgresListener(db.url, generation)
         listener.start()
     return Portico(
         settings=settings,
