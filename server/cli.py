@@ -213,8 +213,12 @@ def _read_password(args: argparse.Namespace) -> str | None:
     if args.no_input:
         return None
     while True:
-        first = getpass.getpass("Password: ")
-        if first == getpass.getpass("Password (again): "):
+        try:
+            first = getpass.getpass("Password: ")
+            again = getpass.getpass("Password (again): ")
+        except EOFError:
+            return None
+        if first == again:
             return first
         print("The passwords differ; try again.", file=sys.stderr)
 
@@ -224,25 +228,32 @@ def command_createsuperuser(args: argparse.Namespace) -> int:
     from server.contract.schemas import Password, Username
     from server.services.accounts import create_superuser
     from server.services.portico import open_portico
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import EmailStr, TypeAdapter, ValidationError
 
     username = args.username
     if not username:
         if args.no_input:
             print("createsuperuser: --username (or PORTICO_SUPERUSER_USERNAME) is required with --no-input", file=sys.stderr)
             return EXIT_USAGE
-        username = input("Username: ").strip()
+        try:
+            username = input("Username: ").strip()
+        except EOFError:
+            print("createsuperuser: no username given", file=sys.stderr)
+            return EXIT_USAGE
     password = _read_password(args)
     if not password:
         print("createsuperuser: no password given (PORTICO_SUPERUSER_PASSWORD, --password-stdin, or interactively)", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        TypeAdapter(Username).validate_python(username)
-        TypeAdapter(Password).validate_python(password)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        print(f"createsuperuser: {'username' if 'str' in problem['type'] or 'pattern' in problem['type'] else 'password'}: {problem['msg']}", file=sys.stderr)
-        return EXIT_USAGE
+    checks: list[tuple[str, Any, object]] = [("username", Username, username), ("password", Password, password)]
+    if args.email is not None:
+        checks.append(("email", EmailStr, args.email))
+    for name, kind, value in checks:
+        try:
+            TypeAdapter(kind).validate_python(value)
+        except ValidationError as error:
+            message = str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+            print(f"createsuperuser: {name}: {message}", file=sys.stderr)
+            return EXIT_USAGE
     portico = open_portico(_settings(args))
     try:
         user = create_superuser(portico.db, username, password, args.email)
@@ -280,8 +291,14 @@ def command_export(args: argparse.Namespace) -> int:
         portico.close()
     text = json.dumps(document, indent=2, sort_keys=False) + "\n"
     if args.output:
-        # The file may hold secrets: create it readable by its owner only.
-        descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The file may hold secrets: readable by its owner only, also when it existed before.
+        try:
+            descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as error:
+            print(f"export: cannot write {args.output}: {error.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+        if os.name == "posix":
+            os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
         print(f"exported to {args.output}" + (" (with secrets in clear: keep it safe)" if args.include_secrets else ""), file=sys.stderr)

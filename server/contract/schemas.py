@@ -68,7 +68,16 @@ Scheme = Literal["https", "http"]
 Username = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=150, pattern=r"^[A-Za-z0-9_.@+-]+$")
 ]
-Password = Annotated[SecretStr, Field(min_length=8, max_length=1024)]
+def _password(value: SecretStr) -> SecretStr:
+    length = len(value.get_secret_value())
+    if length < 8:
+        raise ValueError(f"must be at least 8 characters long (it has {length})")
+    if length > 1024:
+        raise ValueError("must be at most 1024 characters long")
+    return value
+
+
+Password = Annotated[SecretStr, AfterValidator(_password)]
 ServerToken = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
 ]

@@ -72,6 +72,7 @@ class ImagingServerDoc(_Strict):
     is_default: bool = False
     rest_username: str | None = None
     rest_password: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    permission_table: s.PermissionTable | None = None
 
 
 class AccessRuleDoc(s.AccessRuleScope):

@@ -114,6 +114,7 @@ class ChainReport:
     intact: bool
     broken_at: int | None = None
     reason: str = ""
+    head: str = GENESIS_HASH
 
 
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
@@ -126,7 +127,7 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
         if _event_digest(event) != event.hash:
             return ChainReport(count, False, event.id, "its content does not match its hash (the event was altered)")
         expected_prev = event.hash
-    return ChainReport(count, True)
+    return ChainReport(count, True, head=expected_prev)
 
 
 def diff(before: Mapping[str, Any], after: Mapping[str, Any], secret_fields: frozenset[str] = frozenset()) -> dict[str, list[Any]]:

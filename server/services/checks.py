@@ -10,11 +10,11 @@ from sqlalchemy import func, select, text
 
 from server.services.audit import verify_chain
 from server.services.portico import load_secret_box
-from server.services.secretbox import SecretKeyError, check_key_file_permissions, verify_or_record_key
-from server.settings import Settings
+from server.services.secretbox import KEY_CHECK, SecretKeyError, check_key_file_permissions, verify_or_record_key
+from server.settings import DATABASE_FILENAME, Settings
 from server.storage import migrate
 from server.storage.database import Database
-from server.storage.tables import User
+from server.storage.tables import Meta, User
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class CheckResult:
 
 
 def run_checks(settings: Settings) -> Iterator[CheckResult]:
+    sqlite_file = settings.data_dir / DATABASE_FILENAME
+    if settings.is_sqlite and settings.database_url is None and not sqlite_file.exists():
+        # A check must not create what it checks.
+        yield CheckResult("database", False, f"no database at {sqlite_file}: run `portico migrate` (or start `portico serve`)")
+        return
     try:
         db = Database(settings.resolved_database_url)
         with db.engine.connect() as connection:
@@ -54,7 +59,8 @@ def run_checks(settings: Settings) -> Iterator[CheckResult]:
             report = verify_chain(session)
             yield CheckResult(
                 "audit chain", report.intact,
-                f"{report.events} events, chain intact" if report.intact else f"broken at event {report.broken_at}: {report.reason}",
+                f"{report.events} events, chain intact; head {report.head[:16]} (keep it elsewhere: removing the newest events is detectable only against it)"
+                if report.intact else f"broken at event {report.broken_at}: {report.reason}",
             )
     finally:
         db.dispose()
@@ -71,9 +77,13 @@ def _key_checks(settings: Settings, db: Database) -> Iterator[CheckResult]:
                 check_key_file_permissions(settings.resolved_key_file)
         box = load_secret_box(settings, create=False)
         with db.reading() as session:
+            recorded = session.get(Meta, KEY_CHECK) is not None
             verify_or_record_key(session, box)
             session.rollback()  # a check never writes
     except SecretKeyError as error:
         yield CheckResult("encryption key", False, str(error))
         return
-    yield CheckResult("encryption key", True, f"from {source}, matches the stored secrets")
+    yield CheckResult(
+        "encryption key", True,
+        f"from {source}, matches the stored secrets" if recorded else f"from {source}; no secret stored yet to compare it with",
+    )

@@ -30,7 +30,8 @@ from server.contract.transfer import (
     SiteDoc,
     UserDoc,
 )
-from server.services import entities, records
+from server.domain.vocabulary import EntityType
+from server.services import audit, entities, records
 from server.services.principal import Principal
 from server.services.portico import Portico
 from server.services.records import EntitySpec, WriteContext
@@ -263,6 +264,17 @@ class _Importer:
         self.report.outcomes.append(RecordOutcome(kind, key, "update", tuple(sorted(changed))))
         return row
 
+    def _note_field(self, outcome: RecordOutcome) -> None:
+        """Merge a change into the record's existing line of the report."""
+        for index, earlier in enumerate(self.report.outcomes):
+            if (earlier.kind, earlier.key) == (outcome.kind, outcome.key):
+                if earlier.action == "create":
+                    return
+                fields = tuple(sorted(set(earlier.fields) | set(outcome.fields)))
+                self.report.outcomes[index] = RecordOutcome(outcome.kind, outcome.key, "update", fields)
+                return
+        self.report.outcomes.append(outcome)
+
     def site(self, doc: SiteDoc) -> None:
         site = get_site(self.session)
         wanted = doc.model_dump(mode="json")
@@ -310,6 +322,12 @@ class _Importer:
             return
         if doc.password_hash is not None and row.password_hash != doc.password_hash:
             row.password_hash = doc.password_hash
+            self.session.flush()
+            audit.record(
+                self.session, IMPORTER.actor, "user.update", target_type=EntityType.USER.value,
+                target_id=row.id, target_label=row.username, changes={"password_hash": [audit.MASK if row.password_hash else None, audit.MASK]},
+            )
+            self._note_field(RecordOutcome("user", repr(doc.username), "update", ("password_hash",)))
         for group_name in doc.groups:
             group = self._by(Group, Group.name, group_name)
             if group is None:
@@ -346,11 +364,47 @@ class _Importer:
         self._upsert("access rule", path, key, entities.ACCESS_RULES, row, s.AccessRuleRead, wanted, s.AccessRuleCreate, s.AccessRuleUpdate)
 
 
+def _names(raw: dict[str, Any], section: str, key: str) -> set[str]:
+    rows = raw.get(section)
+    return {row[key] for row in rows if isinstance(row, dict) and isinstance(row.get(key), str)} if isinstance(rows, list) else set()
+
+
+def _reference_problems(raw: Any, session: Session) -> list[str]:
+    """References between records, checked on the raw document so that they are reported
+    together with type problems (every problem at once, not one round after another)."""
+    if not isinstance(raw, dict):
+        return []
+    providers = _names(raw, "providers", "name") | set(session.scalars(select(Provider.name)))
+    groups = _names(raw, "groups", "name") | set(session.scalars(select(Group.name)))
+    servers = _names(raw, "imaging_servers", "token") | set(session.scalars(select(ImagingServer.token)))
+    checks = [
+        ("auth_servers", "provider", providers, "OpenID provider named"),
+        ("access_rules", "group", groups, "group named"),
+        ("access_rules", "imaging_server", servers, "imaging server"),
+    ]
+    problems = []
+    for section, key, known, noun in checks:
+        rows = raw.get(section)
+        for index, row in enumerate(rows if isinstance(rows, list) else []):
+            value = row.get(key) if isinstance(row, dict) else None
+            if isinstance(value, str) and value not in known:
+                problems.append(f"{section}.{index}.{key}: no {noun} {value!r} in the document or the database")
+    users = raw.get("users")
+    for index, user in enumerate(users if isinstance(users, list) else []):
+        member_of = user.get("groups") if isinstance(user, dict) else None
+        for name in member_of if isinstance(member_of, list) else []:
+            if isinstance(name, str) and name not in groups:
+                problems.append(f"users.{index}.groups: no group named {name!r} in the document or the database")
+    return problems
+
+
 def import_configuration(portico: Portico, raw: Any, *, dry_run: bool) -> ImportReport:
     try:
         document = ConfigurationDocument.model_validate(raw)
     except ValidationError as error:
-        raise ImportRefused(_validation_problems(error)) from None
+        with portico.db.reading() as session:
+            references = _reference_problems(raw, session)
+        raise ImportRefused(_validation_problems(error) + references) from None
     duplicates = _duplicates(document)
     if duplicates:
         raise ImportRefused(duplicates)

@@ -8,6 +8,7 @@ half-way with "database is locked" after having read stale data.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,12 @@ def create_database_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # It holds password hashes: owner-only from the start (SQLite gives its
+                # -wal and -shm files the same mode).
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine
