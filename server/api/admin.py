@@ -33,6 +33,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+PathId = Annotated[int, Path(ge=1, le=s.MAX_ID)]
 
 
 def _read(model: type[BaseModel], row: Any) -> dict[str, Any]:
@@ -54,7 +55,10 @@ def entity_routes(
 ) -> None:
     """Register list, get, create, update, delete and delete-impact for one entity."""
     entity = spec.entity
-    RecordId = Annotated[id_type, Path(description=f"The {spec.noun}'s id")]  # type: ignore[valid-type]
+    if id_type is int:
+        RecordId: Any = Annotated[int, Path(ge=1, le=s.MAX_ID, description=f"The {spec.noun}'s id")]
+    else:
+        RecordId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description=f"The {spec.noun}'s id")]
 
     def current(row: Any) -> dict[str, Any]:
         return _read(read, row)
@@ -192,7 +196,7 @@ entity_routes("audit-events", entities.AUDIT_EVENTS, read=s.AuditEventRead, list
 
 @router.post("/sessions/{session_id}/revoke", response_model=s.SessionRead, tags=["Sessions"], summary="Revoke a session at once")
 def revoke_session(
-    session_id: str,
+    session_id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
     body: s.SessionRevoke,
     portico: PorticoDep,
     principal: Annotated[Principal, Depends(require(EntityType.SESSION, Action.CHANGE))],
@@ -206,25 +210,25 @@ def revoke_session(
 
 
 @router.post("/groups/{group_id}/members/add", response_model=s.MembershipChange, tags=["Groups"], summary="Add users to a group")
-def add_members(group_id: int, body: s.MemberIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.ADD))]) -> Any:
+def add_members(group_id: PathId, body: s.MemberIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.ADD))]) -> Any:
     with portico.db.writing() as session:
         return memberships.change_memberships(session, principal.actor, group_ids=[group_id], user_ids=body.user_ids, add=True, anchor=EntityType.GROUP, anchor_id=group_id)
 
 
 @router.post("/groups/{group_id}/members/remove", response_model=s.MembershipChange, tags=["Groups"], summary="Remove users from a group")
-def remove_members(group_id: int, body: s.MemberIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
+def remove_members(group_id: PathId, body: s.MemberIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
     with portico.db.writing() as session:
         return memberships.change_memberships(session, principal.actor, group_ids=[group_id], user_ids=body.user_ids, add=False, anchor=EntityType.GROUP, anchor_id=group_id)
 
 
 @router.post("/users/{user_id}/groups/add", response_model=s.MembershipChange, tags=["Users"], summary="Add a user to groups")
-def add_groups(user_id: int, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.ADD))]) -> Any:
+def add_groups(user_id: PathId, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.ADD))]) -> Any:
     with portico.db.writing() as session:
         return memberships.change_memberships(session, principal.actor, group_ids=body.group_ids, user_ids=[user_id], add=True, anchor=EntityType.USER, anchor_id=user_id)
 
 
 @router.post("/users/{user_id}/groups/remove", response_model=s.MembershipChange, tags=["Users"], summary="Remove a user from groups")
-def remove_groups(user_id: int, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
+def remove_groups(user_id: PathId, body: s.GroupIds, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.MEMBERSHIP, Action.DELETE))]) -> Any:
     with portico.db.writing() as session:
         return memberships.change_memberships(session, principal.actor, group_ids=body.group_ids, user_ids=[user_id], add=False, anchor=EntityType.USER, anchor_id=user_id)
 
@@ -241,7 +245,7 @@ def explain(body: s.ExplainRequest, portico: PorticoDep, _: Annotated[Principal,
 @router.post("/imaging-servers/{record_id}/orthanc-config", tags=["Imaging servers"],
              summary="The Orthanc 'Authorization' configuration block, with a freshly minted plugin credential")
 def orthanc_config(
-    record_id: int,
+    record_id: PathId,
     portico: PorticoDep,
     principal: Annotated[Principal, Depends(require(EntityType.CREDENTIAL, Action.ADD))],
 ) -> dict[str, Any]:
@@ -253,7 +257,7 @@ def orthanc_config(
 
 @router.get("/orthanc-permission-table", response_model=list[s.PermissionRow], tags=["Imaging authorization"],
             summary="The default permission table (method + URI regex -> capabilities), used when a server has none")
-def default_permission_table(_: PrincipalDep) -> Any:
+def default_permission_table(_: Annotated[Principal, Depends(require(EntityType.IMAGING_SERVER, Action.VIEW))]) -> Any:
     return [
         {"method": entry.method.value, "pattern": entry.pattern, "capabilities": sorted(c.value for c in entry.capabilities)}
         for entry in DEFAULT_PERMISSION_TABLE

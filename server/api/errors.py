@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from server.api.middleware import BODY_SCOPE_KEY
 from server.api.responses import OrjsonResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from server.contract.errors import (
     BadRequest,
@@ -50,20 +54,51 @@ def _describe(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+_NAMED = re.compile(r"^(?P<field>[a-z_][a-z0-9_.]*): (?P<message>.+)$", re.DOTALL)
+
+
+def _field_error(error: dict[str, Any]) -> FieldError:
+    location = tuple(error.get("loc", ()))
+    if location == ("body",) and error.get("type") == "missing":
+        return FieldError(field="body", message="a JSON body is required")
+    path = _field_path(location)
+    message = _describe(error)
+    # A whole-model check names its field as "field: message" (see contract.schemas).
+    named = _NAMED.match(message)
+    if named:
+        prefix = path if path not in ("body", "query") and location[-1:] != ("body",) else ""
+        return FieldError(field=f"{prefix}.{named['field']}" if prefix else named["field"], message=named["message"])
+    return FieldError(field=path, message=message)
+
+
 def validation_error(exc: RequestValidationError) -> PorticoError:
     errors = list(exc.errors())
     if any(error.get("type") == "json_invalid" for error in errors):
         detail = next(error for error in errors if error.get("type") == "json_invalid")
         reason = detail.get("ctx", {}).get("error", "malformed JSON")
         return BadRequest(f"the request body is not valid JSON: {reason}", code=ErrorCode.MALFORMED_JSON)
-    fields = [
-        FieldError(field="body", message="a JSON body is required")
-        if tuple(error.get("loc", ())) == ("body",) and error.get("type") == "missing"
-        else FieldError(field=_field_path(tuple(error.get("loc", ()))), message=_describe(error))
-        for error in errors
-    ]
+    fields = [_field_error(error) for error in errors]
     summary = "; ".join(f"{field.field}: {field.message}" for field in fields[:5])
     return ValidationFailed(f"invalid request: {summary}", fields=fields)
+
+
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI keeps included routers whole
+        if inner is not None:
+            yield from _routes(inner.routes)
+        else:
+            yield route
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route offers on this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "__none__"}
+    for route in _routes(request.app.router.routes):
+        if getattr(route, "methods", None) and route.matches(scope)[0] != Match.NONE:
+            methods.update(route.methods)
+    return sorted(methods - {"HEAD"})
 
 
 def _is_json(content_type: str) -> bool:
@@ -72,7 +107,7 @@ def _is_json(content_type: str) -> bool:
 
 
 async def _undecodable_body(request: Request, detail: str) -> PorticoError:
-    body = await request.body()
+    body: bytes = request.scope.get(BODY_SCOPE_KEY, b"")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -101,7 +136,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFound("no such endpoint"))
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed("this method is not allowed on this endpoint", headers=dict(exc.headers or {})))
+            allowed = _allowed_methods(request)
+            return error_response(
+                MethodNotAllowed(f"{request.method} is not allowed here; allowed: {', '.join(allowed)}", headers={"Allow": ", ".join(allowed)})
+            )
         if exc.status_code == 400:
             # FastAPI raises this when a body cannot be decoded at all, e.g. bytes that are not UTF-8.
             return error_response(await _undecodable_body(request, str(exc.detail)))

@@ -12,8 +12,17 @@ from server.api.responses import OrjsonResponse
 from server.contract.errors import PayloadTooLarge
 
 
+BODY_SCOPE_KEY = "portico.body"
+
+
 class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413, whether announced by Content-Length or chunked."""
+    """Read the whole request body first, refusing it with 413 past ``max_bytes``.
+
+    Whether announced by Content-Length or sent chunked, a body over the limit is answered
+    before the application sees any of it (so nothing downstream can wait for the rest).
+    The body is then replayed to the application and kept in the scope, where the error
+    handlers find it without reading the stream a second time.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -36,33 +45,32 @@ class BodyLimit:
                 if announced > self.max_bytes:
                     await self._refusal()(scope, receive, send)
                     return
-        received = 0
-        response_started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not response_started:
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
                 await self._refusal()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        scope[BODY_SCOPE_KEY] = body
+        replayed = False
 
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class Metrics:

@@ -85,6 +85,9 @@ Label = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 ]
 Validity = Annotated[int, Field(ge=0, le=86400, description="Seconds Orthanc may cache the answer.")]
+# Record ids: positive and within a 32-bit column on every database.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def _absolute_http_url(value: str) -> str:
@@ -130,10 +133,36 @@ def _permission(value: str) -> str:
 PermissionName = Annotated[str, AfterValidator(_permission)]
 
 
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _nul_path(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
 class Strict(BaseModel):
-    """Base of every request body: unknown fields are an error, not silently dropped."""
+    """Base of every request body and query: unknown fields are an error, not silently
+    dropped, and no text may hold a NUL character (PostgreSQL cannot store one, SQLite
+    would cut a search at it)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        where = _nul_path(data, "")
+        if where:
+            raise ValueError(f"{where}: must not contain NUL (\\x00) characters")
+        return data
 
 
 class Record(BaseModel):
@@ -268,7 +297,7 @@ AuthServerToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16}$
 
 class AuthServerCreate(Strict):
     token: AuthServerToken | None = Field(None, description="Public id; generated when omitted.")
-    provider_id: int
+    provider_id: Id
     description: Description = ""
     client_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
     client_secret: Annotated[SecretStr, Field(max_length=1024)] | None = None
@@ -279,7 +308,7 @@ class AuthServerCreate(Strict):
 
 
 class AuthServerUpdate(UpdateBase):
-    provider_id: int | None = None
+    provider_id: Id | None = None
     description: Description | None = None
     client_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)] | None = None
     client_secret: Annotated[SecretStr, Field(max_length=1024)] | None = None
@@ -291,7 +320,7 @@ class AuthServerUpdate(UpdateBase):
 
 class AuthServerRead(Versioned):
     token: str
-    provider_id: int
+    provider_id: Id
     description: str
     client_id: str
     client_secret_set: bool
@@ -302,7 +331,7 @@ class AuthServerRead(Versioned):
 
 
 class AuthServerListQuery(ListQuery):
-    provider_id: int | None = None
+    provider_id: Id | None = None
     is_default: bool | None = None
 
 
@@ -370,34 +399,34 @@ class UserListQuery(ListQuery):
     is_staff: bool | None = None
     is_superuser: bool | None = None
     source: UserSource | None = None
-    group_id: int | None = Field(None, description="Only members of this group.")
+    group_id: Id | None = Field(None, description="Only members of this group.")
 
 
 # ---------------------------------------------------------------- external identities
 
 
 class ExternalIdentityCreate(Strict):
-    provider_id: int
+    provider_id: Id
     subject: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    user_id: int
+    user_id: Id
     email: EmailStr | None = None
 
 
 class ExternalIdentityUpdate(UpdateBase):
-    user_id: int | None = None
+    user_id: Id | None = None
     email: EmailStr | None = None
 
 
 class ExternalIdentityRead(Versioned):
-    provider_id: int
+    provider_id: Id
     subject: str
-    user_id: int
+    user_id: Id
     email: str | None
 
 
 class ExternalIdentityListQuery(ListQuery):
-    provider_id: int | None = None
-    user_id: int | None = None
+    provider_id: Id | None = None
+    user_id: Id | None = None
 
 
 # ---------------------------------------------------------------- groups
@@ -422,36 +451,36 @@ class GroupRead(Versioned):
 
 
 class GroupListQuery(ListQuery):
-    user_id: int | None = Field(None, description="Only groups this user belongs to.")
+    user_id: Id | None = Field(None, description="Only groups this user belongs to.")
 
 
 # ---------------------------------------------------------------- memberships
 
 
 class MembershipCreate(Strict):
-    user_id: int
-    group_id: int
+    user_id: Id
+    group_id: Id
 
 
 class MembershipRead(Record):
     id: int
     version: int
-    user_id: int
-    group_id: int
+    user_id: Id
+    group_id: Id
     created_at: datetime
 
 
 class MembershipListQuery(ListQuery):
-    user_id: int | None = None
-    group_id: int | None = None
+    user_id: Id | None = None
+    group_id: Id | None = None
 
 
 class MemberIds(Strict):
-    user_ids: list[int] = Field(min_length=1, max_length=10_000)
+    user_ids: list[Id] = Field(min_length=1, max_length=10_000)
 
 
 class GroupIds(Strict):
-    group_ids: list[int] = Field(min_length=1, max_length=10_000)
+    group_ids: list[Id] = Field(min_length=1, max_length=10_000)
 
 
 class MembershipChange(BaseModel):
@@ -546,20 +575,21 @@ class AccessRuleScope(Strict):
         selectors = getattr(self, "selectors", None) or []
         if scope is None:
             return self
+        # "field: message": the API names that field in the error (see api.errors).
         if scope == ScopeKind.LABELS and not labels:
-            raise ValueError("scope 'labels' needs at least one label in 'labels'")
+            raise ValueError("labels: scope 'labels' needs at least one label")
         if scope == ScopeKind.RESOURCES and not selectors:
-            raise ValueError("scope 'resources' needs at least one selector in 'selectors'")
+            raise ValueError("selectors: scope 'resources' needs at least one selector")
         if scope != ScopeKind.LABELS and labels:
-            raise ValueError(f"'labels' is only allowed with scope 'labels', not {scope.value!r}")
+            raise ValueError(f"labels: only allowed with scope 'labels', not {scope.value!r}")
         if scope != ScopeKind.RESOURCES and selectors:
-            raise ValueError(f"'selectors' is only allowed with scope 'resources', not {scope.value!r}")
+            raise ValueError(f"selectors: only allowed with scope 'resources', not {scope.value!r}")
         return self
 
 
 class AccessRuleCreate(AccessRuleScope):
-    group_id: int
-    imaging_server_id: int
+    group_id: Id
+    imaging_server_id: Id
     scope: ScopeKind = ScopeKind.ALL
     labels: list[Label] = Field(default_factory=list, max_length=100)
     selectors: list[Selector] = Field(default_factory=list, max_length=1000)
@@ -575,8 +605,8 @@ class AccessRuleCreate(AccessRuleScope):
 
 
 class AccessRuleUpdate(UpdateBase):
-    group_id: int | None = None
-    imaging_server_id: int | None = None
+    group_id: Id | None = None
+    imaging_server_id: Id | None = None
     scope: ScopeKind | None = None
     labels: list[Label] | None = None
     selectors: list[Selector] | None = None
@@ -587,8 +617,8 @@ class AccessRuleUpdate(UpdateBase):
 
 
 class AccessRuleRead(Versioned):
-    group_id: int
-    imaging_server_id: int
+    group_id: Id
+    imaging_server_id: Id
     scope: ScopeKind
     labels: list[str]
     selectors: list[Selector]
@@ -599,8 +629,8 @@ class AccessRuleRead(Versioned):
 
 
 class AccessRuleListQuery(ListQuery):
-    group_id: int | None = None
-    imaging_server_id: int | None = None
+    group_id: Id | None = None
+    imaging_server_id: Id | None = None
     scope: ScopeKind | None = None
 
 
@@ -610,9 +640,9 @@ class AccessRuleListQuery(ListQuery):
 class SessionRead(Record):
     id: str
     version: int
-    user_id: int
+    user_id: Id
     kind: SessionKind
-    auth_server_id: int | None
+    auth_server_id: Id | None
     created_at: datetime
     last_seen_at: datetime | None
     expires_at: datetime
@@ -624,7 +654,7 @@ class SessionRead(Record):
 
 
 class SessionListQuery(ListQuery):
-    user_id: int | None = None
+    user_id: Id | None = None
     kind: SessionKind | None = None
     active: bool | None = None
 
@@ -639,16 +669,16 @@ class SessionRevoke(Strict):
 class CredentialCreate(Strict):
     kind: CredentialKind
     description: Description = ""
-    user_id: int | None = Field(None, description="Owner of an API token; the caller when omitted.")
-    imaging_server_id: int | None = Field(None, description="Required for an Orthanc plugin credential.")
+    user_id: Id | None = Field(None, description="Owner of an API token; the caller when omitted.")
+    imaging_server_id: Id | None = Field(None, description="Required for an Orthanc plugin credential.")
     expires_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
     def _binding_fits_kind(self) -> CredentialCreate:
         if self.kind == CredentialKind.ORTHANC_PLUGIN and self.imaging_server_id is None:
-            raise ValueError("an orthanc-plugin credential must name its imaging_server_id")
+            raise ValueError("imaging_server_id: an orthanc-plugin credential must name its imaging server")
         if self.kind == CredentialKind.API_TOKEN and self.imaging_server_id is not None:
-            raise ValueError("an api-token credential is not bound to an imaging server")
+            raise ValueError("imaging_server_id: an api-token credential is not bound to an imaging server")
         return self
 
 
@@ -661,8 +691,8 @@ class CredentialRead(Versioned):
     kind: CredentialKind
     public_id: str
     description: str
-    user_id: int | None
-    imaging_server_id: int | None
+    user_id: Id | None
+    imaging_server_id: Id | None
     last_used_at: datetime | None
     expires_at: datetime | None
 
@@ -675,8 +705,8 @@ class CredentialCreated(BaseModel):
 
 class CredentialListQuery(ListQuery):
     kind: CredentialKind | None = None
-    user_id: int | None = None
-    imaging_server_id: int | None = None
+    user_id: Id | None = None
+    imaging_server_id: Id | None = None
 
 
 # ---------------------------------------------------------------- shares
@@ -700,7 +730,7 @@ class ShareResource(Strict):
 class ShareCreate(Strict):
     type: ShareType
     resources: list[ShareResource] = Field(min_length=1, max_length=1000)
-    imaging_server_id: int | None = None
+    imaging_server_id: Id | None = None
     expires_at: AwareDatetime | None = None
 
 
@@ -712,8 +742,8 @@ class ShareRead(Versioned):
     public_id: str
     type: str
     resources: list[ShareResource]
-    imaging_server_id: int | None
-    created_by_id: int | None
+    imaging_server_id: Id | None
+    created_by_id: Id | None
     expires_at: datetime | None
 
 
@@ -724,7 +754,7 @@ class ShareCreated(BaseModel):
 
 class ShareListQuery(ListQuery):
     type: ShareType | None = None
-    imaging_server_id: int | None = None
+    imaging_server_id: Id | None = None
 
 
 # ---------------------------------------------------------------- signing keys
@@ -752,7 +782,7 @@ class AuditEventRead(Record):
     id: int
     at: datetime
     actor: str
-    actor_user_id: int | None
+    actor_user_id: Id | None
     action: str
     target_type: str | None
     target_id: str | None
@@ -794,10 +824,10 @@ class LoginResponse(BaseModel):
 class ExplainRequest(Strict):
     """Who (a user, or a token as Orthanc would send it), where, and what."""
 
-    user_id: int | None = None
+    user_id: Id | None = None
     username: str | None = None
     token: Annotated[str, StringConstraints(max_length=4096)] | None = None
-    imaging_server_id: int
+    imaging_server_id: Id
     method: Literal["get", "post", "put", "delete"] = "get"
     level: Literal["patient", "study", "series", "instance", "system"]
     orthanc_id: Annotated[str, StringConstraints(max_length=128)] | None = None
@@ -811,11 +841,11 @@ class ExplainRequest(Strict):
     def _one_subject(self) -> ExplainRequest:
         given = [name for name in ("user_id", "username", "token") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("name exactly one of user_id, username or token")
+            raise ValueError(f"{given[1] if len(given) > 1 else 'user_id'}: name exactly one of user_id, username or token")
         if self.level == "system" and not self.uri:
-            raise ValueError("a system-level question needs the 'uri'")
+            raise ValueError("uri: a system-level question needs the 'uri'")
         if self.level != "system" and not (self.orthanc_id or self.dicom_uid):
-            raise ValueError("a resource-level question needs 'orthanc_id' or 'dicom_uid'")
+            raise ValueError("orthanc_id: a resource-level question needs 'orthanc_id' or 'dicom_uid'")
         return self
 
 

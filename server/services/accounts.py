@@ -99,58 +99,68 @@ def login(
     with db.writing() as session:
         user = session.scalar(select(User).where(User.username_key == username_key))
         password_ok = verify_password(user.password_hash if user else None, password)
-        if user is None or not password_ok or not user.is_active:
-            reason = "unknown user" if user is None else ("wrong password" if not password_ok else "inactive user")
-            limiter.record_failure(username_key, address)
-            audit.record(
-                session,
-                Actor(name=username[:150], user_id=user.id if user else None, address=address),
-                "auth.login",
-                target_type=EntityType.USER.value if user else None,
-                target_id=user.id if user else None,
-                outcome=AuditOutcome.FAILURE,
-                detail=reason,
-            )
-            # One message for every cause: the API does not reveal which usernames exist.
-            raise NotAuthenticated("wrong username or password, or the account is inactive")
-        # Bookkeeping goes through bulk UPDATEs that leave the user's version alone: a login
-        # must not make an administrator's pending edit of this user conflict.
-        bookkeeping: dict[str, object] = {"last_login": utcnow()}
-        if user.password_hash and needs_rehash(user.password_hash):
-            bookkeeping["password_hash"] = hash_password(password)
-        session.execute(update(User).where(User.id == user.id).values(**bookkeeping))
-        for name, value in bookkeeping.items():
-            set_committed_value(user, name, value)
-        issued = secrets_tokens.issue(TokenPrefix.ADMIN_SESSION)
-        now = utcnow()
-        row = Session(
-            id=issued.public_id,
-            user_id=user.id,
-            kind=SessionKind.ADMIN.value,
-            secret_hash=issued.secret_hash,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + lifetime,
-            client_address=address,
-            user_agent=(user_agent or "")[:500] or None,
-        )
-        session.add(row)
-        session.flush()
+        if user is not None and password_ok and user.is_active:
+            return _open_session(session, user, password, address, user_agent, lifetime)
+        reason = "unknown user" if user is None else ("wrong password" if not password_ok else "inactive user")
+        limiter.record_failure(username_key, address)
         audit.record(
             session,
-            Actor(name=user.username, user_id=user.id, address=address),
+            Actor(name=username[:150], user_id=user.id if user else None, address=address),
             "auth.login",
-            target_type=EntityType.SESSION.value,
-            target_id=row.id,
-            target_label=user.username,
+            target_type=EntityType.USER.value if user else None,
+            target_id=user.id if user else None,
+            outcome=AuditOutcome.FAILURE,
+            detail=reason,
         )
-        return LoginResult(token=issued.token, session=row, user=user)
+    # Raised after the transaction committed, so the failure stays in the audit trail.
+    # One message for every cause: the API does not reveal which usernames exist.
+    raise NotAuthenticated("wrong username or password, or the account is inactive")
+
+
+def _open_session(
+    session: DbSession, user: User, password: str, address: str | None, user_agent: str | None, lifetime: timedelta
+) -> LoginResult:
+    # Bookkeeping goes through bulk UPDATEs that leave the user's version alone: a login
+    # must not make an administrator's pending edit of this user conflict.
+    bookkeeping: dict[str, object] = {"last_login": utcnow()}
+    if user.password_hash and needs_rehash(user.password_hash):
+        bookkeeping["password_hash"] = hash_password(password)
+    session.execute(update(User).where(User.id == user.id).values(**bookkeeping))
+    for name, value in bookkeeping.items():
+        set_committed_value(user, name, value)
+    issued = secrets_tokens.issue(TokenPrefix.ADMIN_SESSION)
+    now = utcnow()
+    row = Session(
+        id=issued.public_id,
+        user_id=user.id,
+        kind=SessionKind.ADMIN.value,
+        secret_hash=issued.secret_hash,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + lifetime,
+        client_address=address,
+        user_agent=(user_agent or "")[:500] or None,
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        Actor(name=user.username, user_id=user.id, address=address),
+        "auth.login",
+        target_type=EntityType.SESSION.value,
+        target_id=row.id,
+        target_label=user.username,
+    )
+    return LoginResult(token=issued.token, session=row, user=user)
 
 
 def authenticate(db: Database, token: str, address: str | None) -> Principal:
     """A bearer token (admin session or API token) -> the principal, or 401."""
     presented = secrets_tokens.parse(token)
-    refused = NotAuthenticated("the bearer token is not valid (expired, revoked, or malformed); log in again")
+    refused = NotAuthenticated(
+        "the bearer token is not valid (expired, revoked, or malformed); log in again",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
     if presented is None:
         raise refused
     now = utcnow()

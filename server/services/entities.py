@@ -214,7 +214,7 @@ USERS: EntitySpec[User] = EntitySpec(
         "source": lambda value: User.source == value,
         "group_id": lambda value: User.id.in_(select(Membership.user_id).where(Membership.group_id == value)),
     },
-    unique={"username_key": User.username_key},
+    unique={"username": User.username_key},
     virtual=frozenset({"permissions"}),
     cascades=(
         Dependent("memberships", Membership.user_id),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from server.contract.errors import FieldError, NotFound, ValidationFailed
+from server.contract.errors import FieldError, ValidationFailed
 from server.contract.schemas import ExplainRequest, ExplainResponse
 from server.domain.orthanc import Level, Method
 from server.services.orthanc_authz import OrthancAuthorizer, strip_bearer
@@ -30,7 +30,7 @@ def explain(db: Database, authorizer: OrthancAuthorizer, request: ExplainRequest
                 user = session.scalar(select(User).where(User.username_key == (request.username or "").lower()))
                 field, value = "username", repr(request.username)
             if user is None:
-                raise NotFound(f"no user with {field} {value}", fields=[FieldError(field=field, message="no such user")])
+                raise ValidationFailed(f"{field}: no user with {field} {value}", fields=[FieldError(field=field, message=f"no user with {field} {value}")])
             active = user.is_active
             user_id = user.id
         # An inactive user gets nothing, exactly as at validate (where the token no longer verifies).

@@ -141,6 +141,8 @@ class OrthancAuthorizer:
     def server(self, token: str) -> ServerInfo | None:
         self._current()
         info = self._servers.get(token)
+        if info is None and not secrets_tokens.is_plain(token.replace(".", "")):
+            return None
         if info is None:
             with self._db.reading() as session:
                 row = session.scalar(select(ImagingServer).where(ImagingServer.token == token))
@@ -158,6 +160,8 @@ class OrthancAuthorizer:
     def plugin_credential_server(self, username: str, password: str) -> int | None:
         """The imaging server id a plugin credential is bound to, or None if it is not valid."""
         self._current()
+        if not secrets_tokens.is_plain(username):
+            return None
         key = token_digest(f"{username}\x00{password}")
         if key in self._plugin_credentials:
             return self._plugin_credentials[key]

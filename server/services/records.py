@@ -18,7 +18,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.contract.errors import Conflict, ErrorCode, FieldError, NotFound, ValidationFailed
-from server.contract.schemas import DeleteImpact, ListQuery
+from server.contract.schemas import MAX_ID, DeleteImpact, ListQuery
 from server.domain.vocabulary import EntityType
 from server.services import audit
 from server.services.principal import Principal
@@ -116,6 +116,8 @@ def _order_by(spec: EntitySpec[Any], sort: str | None) -> list[Any]:
 
 def filtered(spec: EntitySpec[RowT], query: ListQuery) -> Select[Any]:
     statement = select(spec.table)
+    if query.q and not spec.search:
+        raise ValidationFailed.on_field("q", f"{spec.noun}s cannot be searched by text; use the filters")
     if query.q:
         pattern = f"%{_escape_like(query.q)}%"
         statement = statement.where(or_(*(column.ilike(pattern, escape="\\") for column in spec.search)))
@@ -133,6 +135,8 @@ def list_records(session: Session, spec: EntitySpec[RowT], query: ListQuery) -> 
 
 
 def get_record(session: Session, spec: EntitySpec[RowT], record_id: Any, *, for_update: bool = False) -> RowT:
+    if isinstance(record_id, int) and not 0 < record_id <= MAX_ID:
+        raise NotFound(f"no {spec.noun} with id {record_id}")
     # FOR UPDATE: on PostgreSQL a second writer waits here and then sees the new version,
     # so its stale write is refused with the current record (SQLite writers are serial anyway).
     row = session.get(spec.table, record_id, with_for_update=for_update or None)
@@ -144,11 +148,16 @@ def get_record(session: Session, spec: EntitySpec[RowT], record_id: Any, *, for_
 # ---------------------------------------------------------------- writing
 
 
+_SECRET_NAMES = {"password_hash": "password", "secret_hash": "secret", "private_key_encrypted": "private_key"}
+
+
 def snapshot(spec: EntitySpec[Any], row: Any) -> Values:
+    """The record's content for the audit trail, secrets under the names the API uses."""
+    api_names = {column: name for name, column in spec.secrets.items()} | _SECRET_NAMES
     values = {
-        column.key: getattr(row, column.key)
+        api_names.get(column.key, column.key): getattr(row, column.key)
         for column in row.__table__.columns
-        if column.key not in _NOT_AUDITED
+        if column.key not in _NOT_AUDITED and column.key != "username_key"
     }
     if spec.snapshot_extra is not None:
         values.update(spec.snapshot_extra(row))
@@ -156,7 +165,7 @@ def snapshot(spec: EntitySpec[Any], row: Any) -> Values:
 
 
 def _secret_columns(spec: EntitySpec[Any]) -> frozenset[str]:
-    return frozenset(spec.secrets.values()) | {"password_hash", "secret_hash", "private_key_encrypted"}
+    return frozenset(spec.secrets) | frozenset(_SECRET_NAMES.values())
 
 
 def _check_not_null(spec: EntitySpec[Any], values: Values) -> None:
@@ -181,18 +190,21 @@ def _check_references(session: Session, spec: EntitySpec[Any], values: Values) -
 
 
 def _check_unique(session: Session, spec: EntitySpec[Any], values: Values, row_id: Any | None) -> None:
+    # ``unique`` maps the API's field name to the unique column (they differ for a
+    # normalised copy such as a user's lower-cased username key).
     for name, column in spec.unique.items():
-        if name not in values or values[name] is None:
+        value = values.get(column.key)
+        if value is None:
             continue
-        value = values[name]
+        shown = values.get(name, value)
         statement = select(spec.id_column()).where(column == value)
         if row_id is not None:
             statement = statement.where(spec.id_column() != row_id)
         if session.scalar(statement.limit(1)) is not None:
             raise Conflict(
-                f"a {spec.noun} with {name} {value!r} already exists",
+                f"a {spec.noun} with {name} {shown!r} already exists",
                 code=ErrorCode.DUPLICATE,
-                fields=[FieldError(field=name, message=f"{value!r} is already taken")],
+                fields=[FieldError(field=name, message=f"{shown!r} is already taken")],
             )
 
 

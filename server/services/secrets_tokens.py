@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -53,7 +54,17 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,512}$")
+
+
+def is_plain(text: str) -> bool:
+    """Only the characters Portico's tokens and ids are made of (so never a NUL, a quote...)."""
+    return _TOKEN.match(text) is not None
+
+
 def parse(token: str) -> PresentedSecret | None:
+    if not is_plain(token):
+        return None
     prefix, sep, rest = token.partition("_")
     public_id, sep2, secret = rest.partition("_")
     if not (sep and sep2 and prefix and public_id and secret) or len(token) > 512:
