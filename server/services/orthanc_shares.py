@@ -59,12 +59,16 @@ class IssuedShare:
 
 
 def share_url(server: ServerInfo, share_type: str, resources: list[dict[str, Any]], token: str) -> str | None:
-    """Where the link opens: the imaging server's viewer, with the studies and the token."""
+    """Where the link leads, by token type: a download goes to Orthanc's archive of the
+    study; a viewer link opens the imaging server's viewer on the shared studies."""
+    studies = [r for r in resources if r.get("level") == "study"]
+    if share_type.startswith("download") and server.rest_url and len(studies) == 1 and studies[0].get("orthanc_id"):
+        return f"{server.rest_url}/studies/{quote(studies[0]['orthanc_id'])}/archive?token={quote(token)}"
     if not server.viewer_url:
         return None
-    studies = ",".join(r["dicom_uid"] for r in resources if r.get("level") == "study" and r.get("dicom_uid"))
+    uids = ",".join(r["dicom_uid"] for r in studies if r.get("dicom_uid"))
     separator = "&" if "?" in server.viewer_url else "?"
-    query = f"StudyInstanceUIDs={quote(studies, safe=',')}&" if studies else ""
+    query = f"StudyInstanceUIDs={quote(uids, safe=',')}&" if uids else ""
     return f"{server.viewer_url}{separator}{query}token={quote(token)}"
 
 
