@@ -154,55 +154,73 @@ def _open_session(
     return LoginResult(token=issued.token, session=row, user=user)
 
 
+@dataclass(frozen=True)
+class UserToken:
+    """A verified user token: an admin session (``pss_``) or an API token (``pat_``)."""
+
+    user: User
+    expires_at: datetime | None
+    session: Session | None = None
+    credential: Credential | None = None
+
+
+def verify_user_token(session: DbSession, token: str, now: datetime) -> UserToken | None:
+    """The one check of a user's opaque token, for the admin API and Orthanc's calls alike:
+    right secret, not revoked, not expired, its user active."""
+    presented = secrets_tokens.parse(token)
+    if presented is None:
+        return None
+    if presented.prefix == TokenPrefix.ADMIN_SESSION:
+        row = session.get(Session, presented.public_id)
+        if (
+            row is None
+            or row.kind != SessionKind.ADMIN
+            or row.secret_hash is None
+            or not secrets_tokens.matches(presented.secret, row.secret_hash)
+            or row.revoked_at is not None
+            or row.expires_at <= now
+        ):
+            return None
+        user = session.get(User, row.user_id)
+        return UserToken(user, row.expires_at, session=row) if user is not None and user.is_active else None
+    if presented.prefix == TokenPrefix.API_TOKEN:
+        credential = session.scalar(select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}"))
+        if (
+            credential is None
+            or credential.kind != CredentialKind.API_TOKEN
+            or credential.user_id is None
+            or not secrets_tokens.matches(presented.secret, credential.secret_hash)
+            or (credential.expires_at is not None and credential.expires_at <= now)
+        ):
+            return None
+        user = session.get(User, credential.user_id)
+        return UserToken(user, credential.expires_at, credential=credential) if user is not None and user.is_active else None
+    return None
+
+
 def authenticate(db: Database, token: str, address: str | None) -> Principal:
     """A bearer token (admin session or API token) -> the principal, or 401."""
-    presented = secrets_tokens.parse(token)
-    refused = NotAuthenticated(
-        "the bearer token is not valid (expired, revoked, or malformed); log in again",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-    )
-    if presented is None:
-        raise refused
     now = utcnow()
-    touch: Update | None
     with db.reading() as session:
-        if presented.prefix == TokenPrefix.ADMIN_SESSION:
-            row = session.get(Session, presented.public_id)
-            if (
-                row is None
-                or row.kind != SessionKind.ADMIN
-                or row.secret_hash is None
-                or not secrets_tokens.matches(presented.secret, row.secret_hash)
-                or not row.active
-            ):
-                raise refused
-            user = session.get(User, row.user_id)
-            if user is None or not user.is_active:
-                raise refused
-            principal = principal_for(user, session_id=row.id, address=address)
-            stale = row.last_seen_at is None or now - row.last_seen_at > LAST_SEEN_RESOLUTION
-            # A bulk UPDATE: bookkeeping must not bump the record's version and cause conflicts.
-            touch = update(Session).where(Session.id == row.id).values(last_seen_at=now) if stale else None
-        elif presented.prefix == TokenPrefix.API_TOKEN:
-            credential = session.scalar(
-                select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}")
+        verified = verify_user_token(session, token, now)
+        if verified is None:
+            raise NotAuthenticated(
+                "the bearer token is not valid (expired, revoked, or malformed); log in again",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-            if (
-                credential is None
-                or credential.kind != CredentialKind.API_TOKEN
-                or credential.user_id is None
-                or not secrets_tokens.matches(presented.secret, credential.secret_hash)
-                or (credential.expires_at is not None and credential.expires_at <= now)
-            ):
-                raise refused
-            user = session.get(User, credential.user_id)
-            if user is None or not user.is_active:
-                raise refused
-            principal = principal_for(user, credential_id=credential.id, address=address)
-            stale = credential.last_used_at is None or now - credential.last_used_at > LAST_SEEN_RESOLUTION
-            touch = update(Credential).where(Credential.id == credential.id).values(last_used_at=now) if stale else None
+        # Bookkeeping by bulk UPDATE, at most once a minute: it must not bump versions.
+        touch: Update | None = None
+        if verified.session is not None:
+            principal = principal_for(verified.user, session_id=verified.session.id, address=address)
+            last = verified.session.last_seen_at
+            if last is None or now - last > LAST_SEEN_RESOLUTION:
+                touch = update(Session).where(Session.id == verified.session.id).values(last_seen_at=now)
         else:
-            raise refused
+            assert verified.credential is not None
+            principal = principal_for(verified.user, credential_id=verified.credential.id, address=address)
+            last = verified.credential.last_used_at
+            if last is None or now - last > LAST_SEEN_RESOLUTION:
+                touch = update(Credential).where(Credential.id == verified.credential.id).values(last_used_at=now)
     if touch is not None:
         with db.writing() as session:
             session.execute(touch)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,8 +20,9 @@ from sqlalchemy import select
 
 from server.domain.decision import CompiledRule, Decision, Identifiers, Resource, Subject, decide
 from server.domain.orthanc import DEFAULT_PERMISSION_TABLE, Level, Method, PermissionEntry, Requirement, required_capabilities
-from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, SelectorKind, SessionKind, TokenPrefix
+from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, SelectorKind, TokenPrefix
 from server.services import secrets_tokens
+from server.services.accounts import verify_user_token
 from server.services.authz_state import Generation
 from server.services.secretbox import SecretBox
 from server.storage.database import Database
@@ -31,7 +32,6 @@ from server.storage.tables import (
     Group,
     ImagingServer,
     Membership,
-    Session,
     Share,
     User,
 )
@@ -194,42 +194,13 @@ class OrthancAuthorizer:
         if presented is None:
             return None
         with self._db.reading() as session:
-            if presented.prefix == TokenPrefix.API_TOKEN:
-                credential = session.scalar(
-                    select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}")
-                )
-                if (
-                    credential is None
-                    or credential.kind != CredentialKind.API_TOKEN
-                    or credential.user_id is None
-                    or not secrets_tokens.matches(presented.secret, credential.secret_hash)
-                ):
-                    return None
-                return self._for_user(session, credential.user_id, _epoch(credential.expires_at))
-            if presented.prefix == TokenPrefix.ADMIN_SESSION:
-                row = session.get(Session, presented.public_id)
-                if (
-                    row is None
-                    or row.kind != SessionKind.ADMIN
-                    or row.secret_hash is None
-                    or row.revoked_at is not None
-                    or not secrets_tokens.matches(presented.secret, row.secret_hash)
-                ):
-                    return None
-                return self._for_user(session, row.user_id, _epoch(row.expires_at))
             if presented.prefix == TokenPrefix.SHARE:
                 share = session.scalar(select(Share).where(Share.public_id == presented.public_id))
                 if share is None or not secrets_tokens.matches(presented.secret, share.secret_hash):
                     return None
                 return TokenInfo(user_id=None, expires_at=_epoch(share.expires_at), share_id=share.id)
-        return None
-
-    @staticmethod
-    def _for_user(session: Any, user_id: int, expires_at: float | None) -> TokenInfo | None:
-        user = session.get(User, user_id)
-        if user is None or not user.is_active:
-            return None
-        return TokenInfo(user_id=user_id, expires_at=expires_at)
+            verified = verify_user_token(session, token, datetime.now(UTC))
+            return None if verified is None else TokenInfo(user_id=verified.user.id, expires_at=_epoch(verified.expires_at))
 
     def subject(self, info: TokenInfo, server: ServerInfo) -> Subject | None:
         if info.share_id is not None:
