@@ -18,9 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.domain.decision import SUPERUSER_VALIDITY
 from server.domain.orthanc import Level, Method
-from server.domain.vocabulary import Capability
 from server.services.orthanc_authz import OrthancAuthorizer, ServerInfo, strip_bearer
 from server.services.orthanc_shares import PluginRefusals, ShareRequest, ShareService
 
@@ -96,8 +94,8 @@ def _labels(body: dict[str, Any]) -> frozenset[str]:
     labels = body.get("labels")
     if labels is None:
         return frozenset()
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels) or len(labels) > 1000:
-        raise BadCall(400, "bad_field", "'labels' must be a list of strings")
+    if not isinstance(labels, list) or len(labels) > 1000 or not all(isinstance(label, str) and len(label) <= 256 for label in labels):
+        raise BadCall(400, "bad_field", "'labels' must be a list of at most 1000 strings of at most 256 characters")
     return frozenset(labels)
 
 
@@ -106,9 +104,12 @@ MAX_SHARE_SECONDS = 10 * 366 * 24 * 3600
 _LEVELS = {"patient", "study", "series", "instance"}
 
 
+_RESERVED_TYPES = {"decode", "validate"}
+
+
 def parse_share_request(share_type: str, body: dict[str, Any]) -> ShareRequest:
-    if not share_type or len(share_type) > 64 or not all(ch.isalnum() or ch == "-" for ch in share_type):
-        raise BadCall(400, "bad_field", f"unknown token type {share_type!r}")
+    if not share_type or len(share_type) > 64 or not all(ch.isalnum() or ch == "-" for ch in share_type) or share_type in _RESERVED_TYPES:
+        raise BadCall(400, "bad_field", f"{share_type!r} is not a token type that can be created")
     resources = body.get("resources")
     if not isinstance(resources, list) or not resources or len(resources) > 1000:
         raise BadCall(400, "bad_field", "'resources' must be a non-empty list (at most 1000)")
@@ -136,6 +137,14 @@ def parse_share_request(share_type: str, body: dict[str, Any]) -> ShareRequest:
             raise BadCall(400, "bad_field", f"'expiration-date' is not an ISO 8601 date: {expiration!r}") from None
         if parsed_date.tzinfo is None:
             parsed_date = parsed_date.replace(tzinfo=UTC)
+        now = datetime.now(UTC)
+        try:
+            in_range = now < parsed_date.astimezone(UTC) <= now + timedelta(seconds=MAX_SHARE_SECONDS)
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            raise BadCall(400, "bad_field", f"'expiration-date' must be in the future and at most 10 years ahead, not {expiration!r}")
+        parsed_date = parsed_date.astimezone(UTC)
         expires_at = parsed_date if expires_at is None else min(expires_at, parsed_date)
     return ShareRequest(type=share_type, resources=parsed, expires_at=expires_at)
 
@@ -158,11 +167,12 @@ class OrthancService:
         except (binascii.Error, UnicodeDecodeError):
             raise BadCall(401, "not_authenticated", "malformed Basic credentials") from None
         address = request.client.host if request.client else None
-        if not self.refusals.allowed(address):
-            raise BadCall(429, "rate_limited", "too many refused plugin credentials from this address; try again later")
         server = self.authorizer.server(token)
         bound_to = self.authorizer.plugin_credential_server(username, password)
         if server is None or bound_to is None or bound_to != server.id:
+            # Only refusals count: a well-configured Orthanc behind the same address keeps working.
+            if not self.refusals.allowed(address):
+                raise BadCall(429, "rate_limited", "too many refused plugin credentials from this address; try again later")
             reason = (
                 "unknown imaging server" if server is None
                 else "unknown or wrong credential" if bound_to is None
@@ -203,37 +213,7 @@ class OrthancService:
             token = strip_bearer(_text(body, "token-value") or "")
         except BadCall as error:
             return _error(error)
-        subject = None
-        if token:
-            info = self.authorizer.verify_token(token)
-            if info is not None:
-                subject = self.authorizer.subject(info, server)
-        if subject is None:
-            return _json({"name": "anonymous", "permissions": [], "authorized-labels": [], "validity": 5})
-        if subject.is_superuser:
-            permissions = sorted(c.value for c in Capability)
-            labels = ["*"]
-            validity = SUPERUSER_VALIDITY
-        else:
-            now = self.authorizer._clock()
-            live = [rule for rule in subject.rules if rule.expires_at is None or rule.expires_at > now]
-            permissions = sorted({c.value for rule in live for c in rule.capabilities})
-            if any(rule.scope == "all" for rule in live):
-                labels = ["*"]
-            else:
-                labels = sorted({label for rule in live for label in rule.labels})
-            # 0 means "cache forever" to the plugin: never send it.
-            validity = max(1, min((rule.validity for rule in live), default=5))
-        return _json(
-            {
-                "name": subject.username,
-                "permissions": permissions,
-                "authorized-labels": labels,
-                "validity": validity,
-                "groups": sorted({rule.group for rule in subject.rules}),
-                "user-id": str(subject.user_id),
-            }
-        )
+        return _json(self.authorizer.profile(server, token or None))
 
     async def create_token(self, request: Request) -> Response:
         try:

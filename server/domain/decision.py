@@ -135,7 +135,14 @@ def _selectors_match(rule: CompiledRule, resource: Resource, note: _Trace) -> bo
     return False
 
 
-def decide(subject: Subject | None, requirement: Requirement | None, resource: Resource, now: float) -> Decision:
+def cacheable_for(validity: int, expires_at: float | None, now: float) -> int:
+    """``validity``, shortened so that nothing is cached past ``expires_at`` (at least 1 s)."""
+    return validity if expires_at is None else min(validity, max(1, int(expires_at - now)))
+
+
+def decide(
+    subject: Subject | None, requirement: Requirement | None, resource: Resource, now: float, not_after: float | None = None
+) -> Decision:
     note = _Trace()
     if requirement is None:
         note(f"no row of the permission table covers this call ({resource.uri}): denied")
@@ -149,7 +156,7 @@ def decide(subject: Subject | None, requirement: Requirement | None, resource: R
         return Decision(True, DENIAL_VALIDITY, tuple(note.lines))
     if subject.is_superuser:
         note(f"{subject.username} is a superuser: granted")
-        return Decision(True, SUPERUSER_VALIDITY, tuple(note.lines))
+        return Decision(True, cacheable_for(SUPERUSER_VALIDITY, not_after, now), tuple(note.lines))
     matched: list[CompiledRule] = []
     considered: list[int] = []
     for rule in subject.rules:
@@ -171,10 +178,7 @@ def decide(subject: Subject | None, requirement: Requirement | None, resource: R
     if not matched:
         note(f"{subject.username}: no rule grants this: denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines), (), tuple(considered))
-    # The shortest validity of the granting rules, and never past a rule's expiry.
-    validity = min(
-        min(rule.validity, max(1, int(rule.expires_at - now))) if rule.expires_at is not None else rule.validity
-        for rule in matched
-    )
+    # The shortest validity of the granting rules, never past a rule's or the token's expiry.
+    validity = cacheable_for(min(cacheable_for(rule.validity, rule.expires_at, now) for rule in matched), not_after, now)
     note(f"{subject.username}: granted by rule(s) {', '.join(str(r.rule_id) for r in matched)}; Orthanc may cache this for {validity} s")
     return Decision(True, validity, tuple(note.lines), tuple(r.rule_id for r in matched), tuple(considered))

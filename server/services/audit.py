@@ -41,7 +41,17 @@ class Actor:
         return cls(name=f"system:{what}")
 
 
+def _text(value: str | None, limit: int | None = None) -> str | None:
+    """Stored text: no NUL (PostgreSQL refuses it; it may come from a hostile request)."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "\\0")
+    return value[:limit] if limit else value
+
+
 def jsonable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
@@ -90,16 +100,16 @@ def record(
     head = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
     event = AuditEvent(
         at=utcnow(),
-        actor=actor.name[:150],
+        actor=_text(actor.name, 150),
         actor_user_id=actor.user_id,
         action=action,
         target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        target_label=None if target_label is None else target_label[:200],
+        target_id=None if target_id is None else _text(str(target_id), 64),
+        target_label=_text(target_label, 200),
         changes=jsonable(dict(changes or {})),
         outcome=outcome.value,
-        detail=detail,
-        client_address=actor.address,
+        detail=_text(detail),
+        client_address=_text(actor.address, 64),
         prev_hash=head or GENESIS_HASH,
     )
     event.hash = _event_digest(event)

@@ -19,8 +19,9 @@ def explain(db: Database, authorizer: OrthancAuthorizer, request: ExplainRequest
             f"imaging_server_id: no imaging server with id {request.imaging_server_id}",
             fields=[FieldError(field="imaging_server_id", message=f"no imaging server with id {request.imaging_server_id}")],
         )
+    not_after = None
     if request.token is not None:
-        subject = authorizer.subject_for_token(server, strip_bearer(request.token))
+        subject, not_after = authorizer.subject_for_token(server, strip_bearer(request.token))
     else:
         with db.reading() as session:
             if request.user_id is not None:
@@ -44,6 +45,7 @@ def explain(db: Database, authorizer: OrthancAuthorizer, request: ExplainRequest
         request.dicom_uid,
         frozenset(request.labels),
         request.uri if request.level == "system" else None,
+        not_after,
     )
     trace = list(decision.trace)
     if subject is None and request.token is None:

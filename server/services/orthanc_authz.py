@@ -18,7 +18,17 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from server.domain.decision import CompiledRule, Decision, Identifiers, Resource, Subject, decide
+from server.domain.decision import (
+    DENIAL_VALIDITY,
+    SUPERUSER_VALIDITY,
+    CompiledRule,
+    Decision,
+    Identifiers,
+    Resource,
+    Subject,
+    cacheable_for,
+    decide,
+)
 from server.domain.orthanc import DEFAULT_PERMISSION_TABLE, Level, Method, PermissionEntry, Requirement, required_capabilities
 from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, SelectorKind, TokenPrefix
 from server.services import secrets_tokens
@@ -121,7 +131,7 @@ class OrthancAuthorizer:
         self._servers: dict[str, ServerInfo] = {}
         self._tokens: dict[bytes, TokenInfo | None] = {}
         self._subjects: dict[tuple[int, int], Subject | None] = {}
-        self._shares: dict[int, Subject | None] = {}
+        self._shares: dict[tuple[int, int], Subject | None] = {}
         self._plugin_credentials: dict[bytes, int | None] = {}
 
     # ------------------------------------------------------------ cache upkeep
@@ -231,9 +241,11 @@ class OrthancAuthorizer:
             )
 
     def _share_subject(self, share_id: int, server: ServerInfo) -> Subject | None:
-        if share_id not in self._shares:
-            self._shares[share_id] = self._load_share_subject(share_id, server)
-        return self._shares[share_id]
+        # Per server: a share made through one imaging server grants nothing on another.
+        key = (share_id, server.id)
+        if key not in self._shares:
+            self._shares[key] = self._load_share_subject(share_id, server)
+        return self._shares[key]
 
     def _load_share_subject(self, share_id: int, server: ServerInfo) -> Subject | None:
         with self._db.reading() as session:
@@ -285,29 +297,59 @@ class OrthancAuthorizer:
             "available-labels": sorted(available),
         }
 
-    def subject_for_token(self, server: ServerInfo, token: str | None) -> Subject | None:
+    def subject_for_token(self, server: ServerInfo, token: str | None) -> tuple[Subject | None, float | None]:
+        """Whose token this is on this server, and until when the token itself is valid."""
         if not token:
-            return None
+            return None, None
         info = self.verify_token(token)
-        return None if info is None else self.subject(info, server)
+        return (None, None) if info is None else (self.subject(info, server), info.expires_at)
 
     def subject_for_user(self, server: ServerInfo, user_id: int) -> Subject | None:
         self._current()
         return self.subject(TokenInfo(user_id=user_id, expires_at=None), server)
 
     def decide(self, server: ServerInfo, subject: Subject | None, method: Method, level: Level,
-               orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None) -> Decision:
-        """The one decision, for Orthanc's validate calls and for the explain API alike."""
+               orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
+               not_after: float | None = None) -> Decision:
+        """The one decision, for Orthanc's validate calls and for the explain API alike.
+        ``not_after``: when the presented token expires; no grant may be cached past it."""
         requirement = required_capabilities(method, level, uri, server.permission_table)
         resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
         now = self._clock()
         if requirement is not None and subject is not None and _may_need_ancestry(subject, requirement, resource, now):
             resource = replace(resource, ancestors=self._ancestry.ancestors(server, level, orthanc_id))
-        return decide(subject, requirement, resource, now)
+        return decide(subject, requirement, resource, now, not_after)
 
     def validate(self, server: ServerInfo, token: str | None, method: Method, level: Level,
                  orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None) -> Decision:
-        return self.decide(server, self.subject_for_token(server, token), method, level, orthanc_id, dicom_uid, labels, uri)
+        subject, not_after = self.subject_for_token(server, token)
+        return self.decide(server, subject, method, level, orthanc_id, dicom_uid, labels, uri, not_after)
+
+    def profile(self, server: ServerInfo, token: str | None) -> dict[str, Any]:
+        """The user profile the plugin asks for in "user permissions" mode."""
+        subject, not_after = self.subject_for_token(server, token)
+        if subject is None:
+            return {"name": "anonymous", "permissions": [], "authorized-labels": [], "validity": DENIAL_VALIDITY}
+        now = self._clock()
+        if subject.is_superuser:
+            permissions = sorted(c.value for c in Capability)
+            labels = ["*"]
+            validity = SUPERUSER_VALIDITY
+        else:
+            live = [rule for rule in subject.rules if rule.expires_at is None or rule.expires_at > now]
+            permissions = sorted({c.value for rule in live for c in rule.capabilities})
+            labels = ["*"] if any(rule.scope == ScopeKind.ALL for rule in live) else sorted({label for rule in live for label in rule.labels})
+            validity = min((cacheable_for(rule.validity, rule.expires_at, now) for rule in live), default=DENIAL_VALIDITY)
+        # 0 would mean "cache forever" to the plugin: never send it.
+        validity = max(1, cacheable_for(validity, not_after, now))
+        return {
+            "name": subject.username,
+            "permissions": permissions,
+            "authorized-labels": labels,
+            "validity": validity,
+            "groups": sorted({rule.group for rule in subject.rules}),
+            "user-id": str(subject.user_id),
+        }
 
 
 def _may_need_ancestry(subject: Subject, requirement: Requirement, resource: Resource, now: float) -> bool:
