@@ -9,10 +9,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import __version__
 from server.api import admin, errors, orthanc
-from server.api.middleware import BodyLimit, Metrics
+from server.api.middleware import BodyLimit, HttpSeries, Metrics
 from server.api.responses import OrjsonResponse
 from server.contract.errors import ServiceUnavailable
 from server.services.orthanc_shares import PluginRefusals, ShareService
@@ -22,7 +24,7 @@ from server.storage import migrate
 log = logging.getLogger("portico.api")
 
 
-def create_app(portico: Portico) -> FastAPI:
+def create_app(portico: Portico) -> PorticoApp:
     app = FastAPI(
         title="Portico",
         version=__version__,
@@ -35,7 +37,6 @@ def create_app(portico: Portico) -> FastAPI:
     registry = CollectorRegistry()
     errors.install(app)
     app.include_router(admin.router)
-    app.router.routes.extend(orthanc.routes(orthanc.OrthancService(portico.authorizer, ShareService(portico.db), PluginRefusals(portico.db))))
 
     @app.get("/healthz", tags=["Operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:
@@ -58,6 +59,29 @@ def create_app(portico: Portico) -> FastAPI:
     def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(Metrics, registry=registry)
+    series = HttpSeries(registry)
+    app.add_middleware(Metrics, series=series)
     app.add_middleware(BodyLimit, max_bytes=portico.settings.max_body_bytes)
-    return app
+    service = orthanc.OrthancService(portico.authorizer, ShareService(portico.db), PluginRefusals(portico.db))
+    plugin_service = Metrics(Router(routes=orthanc.routes(service)), series)
+    return PorticoApp(app, plugin_service)
+
+
+class PorticoApp:
+    """Orthanc's calls go straight to a small Starlette router; everything else to FastAPI.
+
+    The plugin calls on every request Orthanc serves: it should not pay for FastAPI's
+    middleware stack and for matching the ~80 admin routes first (measured: 275 -> ~110 µs
+    of server CPU per validate call, bench/validate.py).
+    """
+
+    def __init__(self, api: FastAPI, plugin_service: ASGIApp) -> None:
+        self.api = api
+        self.plugin_service = plugin_service
+        self.state = api.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/orthanc/"):
+            await self.plugin_service(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)

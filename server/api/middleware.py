@@ -73,11 +73,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-class Metrics:
-    """Request counts and latencies per route template (never per raw path: ids would explode the series)."""
+class HttpSeries:
+    """The Prometheus series of HTTP traffic; one set per registry, shared by every app that counts."""
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
-        self.app = app
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "portico_http_requests_total", "HTTP requests handled", ["method", "route", "status"], registry=registry
         )
@@ -88,6 +87,17 @@ class Metrics:
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+
+
+class Metrics:
+    """Request counts and latencies per route template (never per raw path: ids would explode the series)."""
+
+    def __init__(self, app: ASGIApp, series: HttpSeries) -> None:
+        self.app = app
+        self.requests, self.latency = series.requests, series.latency
+        # labels() takes a lock and builds a key each time: keep the children it returns.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -112,5 +122,12 @@ class Metrics:
             await self.app(scope, receive, recording_send)
         finally:
             route = self._route(scope)
-            self.requests.labels(scope["method"], route, str(status)).inc()
-            self.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            method = scope["method"]
+            counter = self._counters.get((method, route, str(status)))
+            if counter is None:
+                counter = self._counters[(method, route, str(status))] = self.requests.labels(method, route, str(status))
+            timer = self._timers.get((method, route))
+            if timer is None:
+                timer = self._timers[(method, route)] = self.latency.labels(method, route)
+            counter.inc()
+            timer.observe(time.perf_counter() - started)

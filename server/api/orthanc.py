@@ -8,19 +8,22 @@ anonymous, unknown fields ignored), strict out (every field, JSON types exact).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime, timedelta
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from server.domain.orthanc import Level, Method
-from server.services.orthanc_authz import OrthancAuthorizer, ServerInfo, strip_bearer
+from server.services.orthanc_authz import NeedsIO, OrthancAuthorizer, ServerInfo, basic_credentials, strip_bearer
 from server.services.orthanc_shares import PluginRefusals, ShareRequest, ShareService
+
+log = logging.getLogger("portico.orthanc")
 
 MAX_BODY = 64 * 1024
 MAX_TEXT = 4096
@@ -47,8 +50,8 @@ def _error(error: BadCall) -> Response:
     )
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    """Read a JSON object body, chunked or not, refusing anything over 64 KiB."""
+async def _raw_body(request: Request) -> bytes:
+    """The body, chunked or not, refusing anything over 64 KiB."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -56,7 +59,10 @@ async def _body(request: Request) -> dict[str, Any]:
         if size > MAX_BODY:
             raise BadCall(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -149,99 +155,122 @@ def parse_share_request(share_type: str, body: dict[str, Any]) -> ShareRequest:
     return ShareRequest(type=share_type, resources=parsed, expires_at=expires_at)
 
 
+Compute = Callable[[Request, bytes, bool], Any]
+
+
 class OrthancService:
     def __init__(self, authorizer: OrthancAuthorizer, shares: ShareService, refusals: PluginRefusals) -> None:
         self.authorizer = authorizer
         self.shares = shares
         self.refusals = refusals
 
-    def _server(self, request: Request) -> ServerInfo:
+    async def _answer(self, request: Request, compute: Compute) -> Response:
+        """Answer from memory on the event loop; anything that needs I/O (a first-seen token,
+        an ancestry look-up, a refusal to audit, a share to store) runs in a worker thread."""
+        try:
+            raw = await _raw_body(request)
+            try:
+                content = compute(request, raw, False)
+            except NeedsIO:
+                content = await run_in_threadpool(compute, request, raw, True)
+        except BadCall as error:
+            return _error(error)
+        except Exception:  # fail closed: the plugin denies on any non-2xx answer
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            return _error(BadCall(500, "internal_error", "an internal error occurred; it has been logged on the server"))
+        return _json(content)
+
+    def _server(self, request: Request, io: bool) -> ServerInfo:
         """The imaging server named in the URL, if the caller holds a credential bound to it."""
         token = request.path_params["server"]
         header = request.headers.get("authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic" or not encoded:
+        if header[:6].lower() != "basic ":
             raise BadCall(401, "not_authenticated", "HTTP Basic authentication with this imaging server's plugin credential is required")
-        try:
-            username, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise BadCall(401, "not_authenticated", "malformed Basic credentials") from None
-        address = request.client.host if request.client else None
-        server = self.authorizer.server(token)
-        bound_to = self.authorizer.plugin_credential_server(username, password)
-        if server is None or bound_to is None or bound_to != server.id:
-            # Only refusals count: a well-configured Orthanc behind the same address keeps working.
-            if not self.refusals.allowed(address):
-                raise BadCall(429, "rate_limited", "too many refused plugin credentials from this address; try again later")
-            reason = (
-                "unknown imaging server" if server is None
-                else "unknown or wrong credential" if bound_to is None
-                else "credential of another imaging server"
-            )
-            self.refusals.record(address, token, username, reason)
-            # One answer for every cause: an unknown server, a wrong password, another server's credential.
-            raise BadCall(401, "not_authenticated", "the credential is not valid for this imaging server")
+        server = self.authorizer.caller(token, header, io=io)
+        if server is None:
+            if not io:
+                raise NeedsIO  # a refusal is audited: that is a write
+            self._refuse(request, token, header)
+        assert server is not None
         if not server.is_active:
             raise BadCall(403, "server_inactive", f"the imaging server {server.name!r} is deactivated in Portico")
         return server
 
+    def _refuse(self, request: Request, server_token: str, header: str) -> None:
+        address = request.client.host if request.client else None
+        # Only refusals count towards the limit: a well-configured Orthanc behind the same address keeps working.
+        if not self.refusals.allowed(address):
+            raise BadCall(429, "rate_limited", "too many refused plugin credentials from this address; try again later")
+        credentials = basic_credentials(header)
+        reason = (
+            "malformed Basic credentials" if credentials is None
+            else "unknown imaging server" if self.authorizer.server(server_token) is None
+            else "unknown, wrong or expired credential, or one of another imaging server"
+        )
+        self.refusals.record(address, server_token, credentials[0] if credentials else "?", reason)
+        # One answer for every cause.
+        raise BadCall(401, "not_authenticated", "the credential is not valid for this imaging server")
+
+    def _validate(self, request: Request, raw: bytes, io: bool) -> Any:
+        server = self._server(request, io)
+        body = _json_object(raw)
+        level = _enum(body, "level", Level)
+        method = _enum(body, "method", Method)
+        decision = self.authorizer.validate(
+            server,
+            strip_bearer(_text(body, "token-value") or "") or None,
+            method,
+            level,
+            _text(body, "orthanc-id"),
+            _text(body, "dicom-uid"),
+            _labels(body),
+            _text(body, "uri") if level == Level.SYSTEM else None,
+            io=io,
+        )
+        return {"granted": decision.granted, "validity": int(decision.validity)}
+
+    def _profile(self, request: Request, raw: bytes, io: bool) -> Any:
+        server = self._server(request, io)
+        body = _json_object(raw)
+        return self.authorizer.profile(server, strip_bearer(_text(body, "token-value") or "") or None, io=io)
+
+    def _create_token(self, request: Request, raw: bytes, io: bool) -> Any:
+        server = self._server(request, io)
+        share_request = parse_share_request(request.path_params["type"], _json_object(raw))
+        if not io:
+            raise NeedsIO
+        share = self.shares.create(server, share_request)
+        return {"token": share.token, "url": share.url}
+
+    def _decode_token(self, request: Request, raw: bytes, io: bool) -> Any:
+        server = self._server(request, io)
+        token = strip_bearer(_text(_json_object(raw), "token-value") or "")
+        if not io:
+            raise NeedsIO
+        return self.shares.decode(server, token)
+
+    def _roles(self, request: Request, raw: bytes, io: bool) -> Any:
+        server = self._server(request, io)
+        if request.method == "PUT":
+            raise BadCall(405, "managed_in_portico", "roles are managed in Portico (groups and their access rules), not from Orthanc")
+        if not io:
+            raise NeedsIO
+        return self.authorizer.roles(server)
+
     async def validate(self, request: Request) -> Response:
-        try:
-            server = self._server(request)
-            body = await _body(request)
-            level = _enum(body, "level", Level)
-            method = _enum(body, "method", Method)
-            token = strip_bearer(_text(body, "token-value") or "")
-            decision = self.authorizer.validate(
-                server,
-                token or None,
-                method,
-                level,
-                _text(body, "orthanc-id"),
-                _text(body, "dicom-uid"),
-                _labels(body),
-                _text(body, "uri") if level == Level.SYSTEM else None,
-            )
-        except BadCall as error:
-            return _error(error)
-        return _json({"granted": decision.granted, "validity": int(decision.validity)})
+        return await self._answer(request, self._validate)
 
     async def profile(self, request: Request) -> Response:
-        try:
-            server = self._server(request)
-            body = await _body(request)
-            token = strip_bearer(_text(body, "token-value") or "")
-        except BadCall as error:
-            return _error(error)
-        return _json(self.authorizer.profile(server, token or None))
+        return await self._answer(request, self._profile)
 
     async def create_token(self, request: Request) -> Response:
-        try:
-            server = self._server(request)
-            body = await _body(request)
-            request_ = parse_share_request(request.path_params["type"], body)
-            share = self.shares.create(server, request_)
-        except BadCall as error:
-            return _error(error)
-        return _json({"token": share.token, "url": share.url})
+        return await self._answer(request, self._create_token)
 
     async def decode_token(self, request: Request) -> Response:
-        try:
-            server = self._server(request)
-            body = await _body(request)
-            token = strip_bearer(_text(body, "token-value") or "")
-        except BadCall as error:
-            return _error(error)
-        return _json(self.shares.decode(server, token))
+        return await self._answer(request, self._decode_token)
 
     async def roles(self, request: Request) -> Response:
-        try:
-            server = self._server(request)
-        except BadCall as error:
-            return _error(error)
-        if request.method == "PUT":
-            return _error(BadCall(405, "managed_in_portico", "roles are managed in Portico (groups and their access rules), not from Orthanc"))
-        return _json(self.authorizer.roles(server))
+        return await self._answer(request, self._roles)
 
 
 def routes(service: OrthancService) -> list[Route]:

@@ -7,7 +7,7 @@ resource's ancestry beforehand) and cheap: a handful of set look-ups per rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from server.domain.orthanc import Level, Requirement
@@ -59,6 +59,11 @@ class Subject:
     username: str
     is_superuser: bool
     rules: tuple[CompiledRule, ...] = ()
+    # Computed once: only a subject with resource rules may need an ancestry look-up.
+    has_resource_rules: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_resource_rules", any(rule.scope == ScopeKind.RESOURCES for rule in self.rules))
 
 
 @dataclass(frozen=True)
@@ -72,26 +77,31 @@ class Decision:
 
 @dataclass
 class _Trace:
+    """The decision's reasons. Lines are given as callables so that Orthanc's calls, which
+    need only the verdict, do not pay for formatting them (``explain=False``)."""
+
+    explain: bool
     lines: list[str] = field(default_factory=list)
 
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
+    def __call__(self, line: Callable[[], str]) -> None:
+        if self.explain:
+            self.lines.append(line())
 
 
 def _scope_matches(rule: CompiledRule, resource: Resource, note: _Trace) -> bool:
     if rule.scope == ScopeKind.ALL:
-        note(f"rule {rule.rule_id} ({rule.group}): scope all covers every resource")
+        note(lambda: f"rule {rule.rule_id} ({rule.group}): scope all covers every resource")
         return True
     if resource.level == Level.SYSTEM:
-        note(f"rule {rule.rule_id} ({rule.group}): scope {rule.scope.value} names resources, and a system call ({resource.uri}) is none of them")
+        note(lambda: f"rule {rule.rule_id} ({rule.group}): scope {rule.scope.value} names resources, and a system call ({resource.uri}) is none of them")
         return False
     if rule.scope == ScopeKind.LABELS:
         shared = rule.labels & resource.labels
         if shared:
-            note(f"rule {rule.rule_id} ({rule.group}): label {sorted(shared)[0]!r} of the {resource.level.value} is in the rule's labels")
+            note(lambda: f"rule {rule.rule_id} ({rule.group}): label {sorted(shared)[0]!r} of the {resource.level.value} is in the rule's labels")
             return True
         note(
-            f"rule {rule.rule_id} ({rule.group}): the {resource.level.value}'s labels {sorted(resource.labels) or '(none)'} "
+            lambda: f"rule {rule.rule_id} ({rule.group}): the {resource.level.value}'s labels {sorted(resource.labels) or '(none)'} "
             f"share none with the rule's {sorted(rule.labels)}"
         )
         return False
@@ -101,37 +111,37 @@ def _scope_matches(rule: CompiledRule, resource: Resource, note: _Trace) -> bool
 def _selectors_match(rule: CompiledRule, resource: Resource, note: _Trace) -> bool:
     prefix = f"rule {rule.rule_id} ({rule.group})"
     if resource.orthanc_id in rule.orthanc_ids:
-        note(f"{prefix}: names this {resource.level.value}'s Orthanc id {resource.orthanc_id}")
+        note(lambda: f"{prefix}: names this {resource.level.value}'s Orthanc id {resource.orthanc_id}")
         return True
     if resource.level == Level.PATIENT and resource.dicom_uid in rule.patient_ids:
-        note(f"{prefix}: names PatientID {resource.dicom_uid}")
+        note(lambda: f"{prefix}: names PatientID {resource.dicom_uid}")
         return True
     if resource.level == Level.STUDY and resource.dicom_uid in rule.study_uids:
-        note(f"{prefix}: names StudyInstanceUID {resource.dicom_uid}")
+        note(lambda: f"{prefix}: names StudyInstanceUID {resource.dicom_uid}")
         return True
     below_a_named_level = (rule.patient_ids and resource.level != Level.PATIENT) or (
         rule.study_uids and resource.level in (Level.SERIES, Level.INSTANCE)
     ) or (rule.orthanc_ids and resource.level != Level.PATIENT)
     if not below_a_named_level:
-        note(f"{prefix}: its selectors name no {resource.level.value} with these ids")
+        note(lambda: f"{prefix}: its selectors name no {resource.level.value} with these ids")
         return False
     if resource.ancestors is None:
         note(
-            f"{prefix}: the {resource.level.value} may lie below a resource the rule names, but its ancestry is unknown "
+            lambda: f"{prefix}: the {resource.level.value} may lie below a resource the rule names, but its ancestry is unknown "
             "(the imaging server has no REST credentials in Portico, or Orthanc did not answer), so it does not match"
         )
         return False
     for level, ids in resource.ancestors.items():
         if ids.orthanc_id is not None and ids.orthanc_id in rule.orthanc_ids:
-            note(f"{prefix}: names the {level.value} {ids.orthanc_id} that contains this {resource.level.value}")
+            note(lambda: f"{prefix}: names the {level.value} {ids.orthanc_id} that contains this {resource.level.value}")
             return True
         if level == Level.PATIENT and ids.dicom_uid in rule.patient_ids:
-            note(f"{prefix}: names PatientID {ids.dicom_uid}, the patient of this {resource.level.value}")
+            note(lambda: f"{prefix}: names PatientID {ids.dicom_uid}, the patient of this {resource.level.value}")
             return True
         if level == Level.STUDY and ids.dicom_uid in rule.study_uids:
-            note(f"{prefix}: names StudyInstanceUID {ids.dicom_uid}, the study of this {resource.level.value}")
+            note(lambda: f"{prefix}: names StudyInstanceUID {ids.dicom_uid}, the study of this {resource.level.value}")
             return True
-    note(f"{prefix}: none of this {resource.level.value}'s ancestors is named by the rule")
+    note(lambda: f"{prefix}: none of this {resource.level.value}'s ancestors is named by the rule")
     return False
 
 
@@ -141,44 +151,50 @@ def cacheable_for(validity: int, expires_at: float | None, now: float) -> int:
 
 
 def decide(
-    subject: Subject | None, requirement: Requirement | None, resource: Resource, now: float, not_after: float | None = None
+    subject: Subject | None,
+    requirement: Requirement | None,
+    resource: Resource,
+    now: float,
+    not_after: float | None = None,
+    *,
+    explain: bool = True,
 ) -> Decision:
-    note = _Trace()
+    note = _Trace(explain)
     if requirement is None:
-        note(f"no row of the permission table covers this call ({resource.uri}): denied")
+        note(lambda: f"no row of the permission table covers this call ({resource.uri}): denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
-    note(requirement.reason)
+    note(lambda: requirement.reason)
     if subject is None:
-        note("no valid token (anonymous, unknown, expired or revoked): denied")
+        note(lambda: "no valid token (anonymous, unknown, expired or revoked): denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
     if requirement.free:
-        note(f"{subject.username}: granted, the call needs no permission")
+        note(lambda: f"{subject.username}: granted, the call needs no permission")
         return Decision(True, DENIAL_VALIDITY, tuple(note.lines))
     if subject.is_superuser:
-        note(f"{subject.username} is a superuser: granted")
+        note(lambda: f"{subject.username} is a superuser: granted")
         return Decision(True, cacheable_for(SUPERUSER_VALIDITY, not_after, now), tuple(note.lines))
     matched: list[CompiledRule] = []
     considered: list[int] = []
     for rule in subject.rules:
         considered.append(rule.rule_id)
         if rule.expires_at is not None and rule.expires_at <= now:
-            note(f"rule {rule.rule_id} ({rule.group}): expired")
+            note(lambda: f"rule {rule.rule_id} ({rule.group}): expired")
             continue
         if not (rule.capabilities & requirement.capabilities):
             note(
-                f"rule {rule.rule_id} ({rule.group}): grants {sorted(c.value for c in rule.capabilities)}, "
+                lambda: f"rule {rule.rule_id} ({rule.group}): grants {sorted(c.value for c in rule.capabilities)}, "
                 f"not {'|'.join(sorted(c.value for c in requirement.capabilities))}"
             )
             continue
         if _scope_matches(rule, resource, note):
             matched.append(rule)
     if not considered:
-        note(f"{subject.username} has no access rule on this imaging server (through any group): denied")
+        note(lambda: f"{subject.username} has no access rule on this imaging server (through any group): denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
     if not matched:
-        note(f"{subject.username}: no rule grants this: denied")
+        note(lambda: f"{subject.username}: no rule grants this: denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines), (), tuple(considered))
     # The shortest validity of the granting rules, never past a rule's or the token's expiry.
     validity = cacheable_for(min(cacheable_for(rule.validity, rule.expires_at, now) for rule in matched), not_after, now)
-    note(f"{subject.username}: granted by rule(s) {', '.join(str(r.rule_id) for r in matched)}; Orthanc may cache this for {validity} s")
+    note(lambda: f"{subject.username}: granted by rule(s) {', '.join(str(r.rule_id) for r in matched)}; Orthanc may cache this for {validity} s")
     return Decision(True, validity, tuple(note.lines), tuple(r.rule_id for r in matched), tuple(considered))

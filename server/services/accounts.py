@@ -16,6 +16,7 @@ from server.contract.errors import Conflict, ErrorCode, FieldError, NotAuthentic
 from server.domain.vocabulary import AuditOutcome, CredentialKind, EntityType, SessionKind, TokenPrefix, UserSource
 from server.services import audit, secrets_tokens
 from server.services.audit import Actor
+from server.services.authz_state import BOOKKEEPING
 from server.services.passwords import hash_password, needs_rehash, verify_password
 from server.services.principal import Principal
 from server.storage.database import Database
@@ -125,7 +126,7 @@ def _open_session(
     bookkeeping: dict[str, object] = {"last_login": utcnow()}
     if user.password_hash and needs_rehash(user.password_hash):
         bookkeeping["password_hash"] = hash_password(password)
-    session.execute(update(User).where(User.id == user.id).values(**bookkeeping))
+    session.execute(update(User).where(User.id == user.id).values(**bookkeeping).execution_options(**{BOOKKEEPING: True}))
     for name, value in bookkeeping.items():
         set_committed_value(user, name, value)
     issued = secrets_tokens.issue(TokenPrefix.ADMIN_SESSION)
@@ -158,7 +159,7 @@ def _open_session(
 class UserToken:
     """A verified user token: an admin session (``pss_``) or an API token (``pat_``)."""
 
-    user: User
+    user_id: int
     expires_at: datetime | None
     session: Session | None = None
     credential: Credential | None = None
@@ -181,8 +182,7 @@ def verify_user_token(session: DbSession, token: str, now: datetime) -> UserToke
             or row.expires_at <= now
         ):
             return None
-        user = session.get(User, row.user_id)
-        return UserToken(user, row.expires_at, session=row) if user is not None and user.is_active else None
+        return UserToken(row.user_id, row.expires_at, session=row) if _is_active(session, row.user_id) else None
     if presented.prefix == TokenPrefix.API_TOKEN:
         credential = session.scalar(select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}"))
         if (
@@ -193,9 +193,14 @@ def verify_user_token(session: DbSession, token: str, now: datetime) -> UserToke
             or (credential.expires_at is not None and credential.expires_at <= now)
         ):
             return None
-        user = session.get(User, credential.user_id)
-        return UserToken(user, credential.expires_at, credential=credential) if user is not None and user.is_active else None
+        user_id = credential.user_id
+        return UserToken(user_id, credential.expires_at, credential=credential) if _is_active(session, user_id) else None
     return None
+
+
+def _is_active(session: DbSession, user_id: int) -> bool:
+    # A column read, not the whole user with its grants: this runs for every first-seen token.
+    return bool(session.scalar(select(User.is_active).where(User.id == user_id)))
 
 
 def authenticate(db: Database, token: str, address: str | None) -> Principal:
@@ -208,19 +213,21 @@ def authenticate(db: Database, token: str, address: str | None) -> Principal:
                 "the bearer token is not valid (expired, revoked, or malformed); log in again",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
+        user = session.get(User, verified.user_id)
+        assert user is not None
         # Bookkeeping by bulk UPDATE, at most once a minute: it must not bump versions.
         touch: Update | None = None
         if verified.session is not None:
-            principal = principal_for(verified.user, session_id=verified.session.id, address=address)
+            principal = principal_for(user, session_id=verified.session.id, address=address)
             last = verified.session.last_seen_at
             if last is None or now - last > LAST_SEEN_RESOLUTION:
-                touch = update(Session).where(Session.id == verified.session.id).values(last_seen_at=now)
+                touch = update(Session).where(Session.id == verified.session.id).values(last_seen_at=now).execution_options(**{BOOKKEEPING: True})
         else:
             assert verified.credential is not None
-            principal = principal_for(verified.user, credential_id=verified.credential.id, address=address)
+            principal = principal_for(user, credential_id=verified.credential.id, address=address)
             last = verified.credential.last_used_at
             if last is None or now - last > LAST_SEEN_RESOLUTION:
-                touch = update(Credential).where(Credential.id == verified.credential.id).values(last_used_at=now)
+                touch = update(Credential).where(Credential.id == verified.credential.id).values(last_used_at=now).execution_options(**{BOOKKEEPING: True})
     if touch is not None:
         with db.writing() as session:
             session.execute(touch)

@@ -23,6 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger("portico.authz")
 
 NOTIFY_CHANNEL = "portico_authz"
+GENERATION_KEY = "authz_generation"
+# Bulk statements marked with this execution option only keep books (last seen, last used):
+# decisions do not depend on them.
+BOOKKEEPING = "portico_bookkeeping"
 WATCHED_TABLES = frozenset(
     {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions"}
 )
@@ -66,14 +70,21 @@ def watch_writes(factory: sessionmaker[Session], generation: Generation, *, noti
     def _bulk(state: Any) -> None:
         # Bulk UPDATE/DELETE statements bypass the unit of work; look at their target table.
         if (state.is_update or state.is_delete) and state.bind_mapper is not None:
-            if state.bind_mapper.local_table.name in WATCHED_TABLES:
+            if state.bind_mapper.local_table.name in WATCHED_TABLES and not state.execution_options.get(BOOKKEEPING):
                 state.session.info[_PENDING] = True
 
     @event.listens_for(factory, "before_commit")
     def _before_commit(session: Session) -> None:
         session.flush()
-        if notify and session.info.get(_PENDING):
+        if not session.info.get(_PENDING):
+            return
+        if notify:
             session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        else:
+            session.execute(
+                text("UPDATE portico_meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = :key"),
+                {"key": GENERATION_KEY},
+            )
 
     @event.listens_for(factory, "after_commit")
     def _after_commit(session: Session) -> None:
@@ -121,11 +132,13 @@ class PostgresListener:
 
 
 class SqliteChangeWatcher:
-    """Notices commits made by other processes on the same SQLite file (another worker, a
-    ``portico import``) through ``PRAGMA data_version``, and bumps the generation.
+    """Notices relevant commits made by other processes on the same SQLite file (another
+    worker, a ``portico import``) through the ``authz_generation`` counter that every such
+    commit increments, and bumps the generation.
 
     Commits of this process bump it at once (``watch_writes``); this covers the others
-    within ``interval`` seconds.
+    within ``interval`` seconds. Other writes (audit events, bookkeeping) leave the counter,
+    and so the cached decisions, alone.
     """
 
     def __init__(self, path: str, generation: Generation, interval: float = 0.25) -> None:
@@ -146,11 +159,12 @@ class SqliteChangeWatcher:
         import sqlite3
 
         connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+        query = "SELECT value FROM portico_meta WHERE key = ?"
         try:
-            last = connection.execute("PRAGMA data_version").fetchone()[0]
+            last = connection.execute(query, (GENERATION_KEY,)).fetchone()
             while not self._stop.wait(self._interval):
                 try:
-                    version = connection.execute("PRAGMA data_version").fetchone()[0]
+                    version = connection.execute(query, (GENERATION_KEY,)).fetchone()
                 except sqlite3.Error as error:
                     log.warning("cannot watch the database for changes (%s); dropping cached decisions", error)
                     self._generation.bump()

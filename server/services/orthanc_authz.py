@@ -7,6 +7,8 @@ denies (fail closed).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
 import time
@@ -111,8 +113,31 @@ def _epoch(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
+class NeedsIO(Exception):
+    """The answer needs the database or Orthanc: compute it off the event loop."""
+
+
+CACHE_CAPACITY = 100_000
+
+
+class _Cache(dict[Any, Any]):
+    """A generation-bound, size-bounded memo: full means start over (the working set of an
+    Orthanc deployment is far smaller; a flood of made-up tokens must not grow memory)."""
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self) >= CACHE_CAPACITY:
+            self.clear()
+        self[key] = value
+
+
 class OrthancAuthorizer:
-    """Answers the plugin's questions for every imaging server of this Portico."""
+    """Answers the plugin's questions for every imaging server of this Portico.
+
+    Every look-up first tries memory; with ``io=False`` a miss raises ``NeedsIO`` instead of
+    querying, so that the HTTP layer answers warm calls on the event loop and sends cold
+    ones to a worker thread. A value computed while the generation moved on is not kept:
+    it may already be stale.
+    """
 
     def __init__(
         self,
@@ -128,73 +153,82 @@ class OrthancAuthorizer:
         self._generation = generation
         self._clock = clock
         self._seen_generation = -1
-        self._servers: dict[str, ServerInfo] = {}
-        self._tokens: dict[bytes, TokenInfo | None] = {}
-        self._subjects: dict[tuple[int, int], Subject | None] = {}
-        self._shares: dict[tuple[int, int], Subject | None] = {}
-        self._plugin_credentials: dict[bytes, int | None] = {}
+        self._servers = _Cache()  # server token -> ServerInfo | None
+        self._callers = _Cache()  # (server token, Authorization header) -> ServerInfo | None
+        self._tokens = _Cache()  # sha256(token) -> TokenInfo | None
+        self._subjects = _Cache()  # (user id, server id) -> Subject | None
+        self._shares = _Cache()  # (share id, server id) -> Subject | None
+        self._requirements = _Cache()  # (server id, method, level, uri) -> Requirement | None
 
     # ------------------------------------------------------------ cache upkeep
 
-    def _current(self) -> None:
+    def _current(self) -> int:
         generation = self._generation.value
         if generation != self._seen_generation:
-            self._servers.clear()
-            self._tokens.clear()
-            self._subjects.clear()
-            self._shares.clear()
-            self._plugin_credentials.clear()
+            for cache in (self._servers, self._callers, self._tokens, self._subjects, self._shares, self._requirements):
+                cache.clear()
             self._seen_generation = generation
+        return generation
 
-    # ------------------------------------------------------------ look-ups (cached)
+    def _memo(self, cache: _Cache, key: Any, load: Callable[[], Any], io: bool) -> Any:
+        generation = self._current()
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        if not io:
+            raise NeedsIO
+        value = load()
+        if self._generation.value == generation:
+            cache.put(key, value)
+        return value
 
-    def server(self, token: str) -> ServerInfo | None:
-        self._current()
-        info = self._servers.get(token)
-        if info is None and not secrets_tokens.is_plain(token.replace(".", "")):
+    # ------------------------------------------------------------ who is calling
+
+    def server(self, token: str, *, io: bool = True) -> ServerInfo | None:
+        return self._memo(self._servers, token, lambda: self._load_server(token), io)  # type: ignore[no-any-return]
+
+    def _load_server(self, token: str) -> ServerInfo | None:
+        if not secrets_tokens.is_plain(token.replace(".", "")):
             return None
-        if info is None:
-            with self._db.reading() as session:
-                row = session.scalar(select(ImagingServer).where(ImagingServer.token == token))
-                if row is None:
-                    return None
-                info = server_info(row, self._box)
-            self._servers[token] = info
-        return info
+        with self._db.reading() as session:
+            row = session.scalar(select(ImagingServer).where(ImagingServer.token == token))
+            return None if row is None else server_info(row, self._box)
 
     def server_by_id(self, server_id: int) -> ServerInfo | None:
         with self._db.reading() as session:
             row = session.get(ImagingServer, server_id)
             return None if row is None else self.server(row.token)
 
-    def plugin_credential_server(self, username: str, password: str) -> int | None:
-        """The imaging server id a plugin credential is bound to, or None if it is not valid."""
-        self._current()
+    def caller(self, server_token: str, authorization: str, *, io: bool = True) -> ServerInfo | None:
+        """The imaging server, if ``authorization`` is HTTP Basic with a plugin credential bound to it."""
+        key = (server_token, authorization)
+        return self._memo(self._callers, key, lambda: self._load_caller(server_token, authorization), io)  # type: ignore[no-any-return]
+
+    def _load_caller(self, server_token: str, authorization: str) -> ServerInfo | None:
+        credentials = basic_credentials(authorization)
+        server = self.server(server_token)
+        if credentials is None or server is None:
+            return None
+        username, password = credentials
         if not secrets_tokens.is_plain(username):
             return None
-        key = token_digest(f"{username}\x00{password}")
-        if key in self._plugin_credentials:
-            return self._plugin_credentials[key]
-        server_id: int | None = None
         with self._db.reading() as session:
             row = session.scalar(select(Credential).where(Credential.public_id == username))
             if (
-                row is not None
-                and row.kind == CredentialKind.ORTHANC_PLUGIN
-                and secrets_tokens.matches(password, row.secret_hash)
-                and (row.expires_at is None or row.expires_at.timestamp() > self._clock())
+                row is None
+                or row.kind != CredentialKind.ORTHANC_PLUGIN
+                or row.imaging_server_id != server.id
+                or not secrets_tokens.matches(password, row.secret_hash)
+                or (row.expires_at is not None and row.expires_at.timestamp() <= self._clock())
             ):
-                server_id = row.imaging_server_id
-        self._plugin_credentials[key] = server_id
-        return server_id
+                return None
+        return server
 
-    def verify_token(self, token: str) -> TokenInfo | None:
-        self._current()
-        key = token_digest(token)
-        if key in self._tokens:
-            info = self._tokens[key]
-        else:
-            info = self._tokens[key] = self._load_token(token)
+    # ------------------------------------------------------------ whose token
+
+    def verify_token(self, token: str, *, io: bool = True) -> TokenInfo | None:
+        info: TokenInfo | None = self._memo(self._tokens, token_digest(token), lambda: self._load_token(token), io)
         if info is not None and info.expires_at is not None and info.expires_at <= self._clock():
             return None
         return info
@@ -210,42 +244,44 @@ class OrthancAuthorizer:
                     return None
                 return TokenInfo(user_id=None, expires_at=_epoch(share.expires_at), share_id=share.id)
             verified = verify_user_token(session, token, datetime.now(UTC))
-            return None if verified is None else TokenInfo(user_id=verified.user.id, expires_at=_epoch(verified.expires_at))
+            return None if verified is None else TokenInfo(user_id=verified.user_id, expires_at=_epoch(verified.expires_at))
 
-    def subject(self, info: TokenInfo, server: ServerInfo) -> Subject | None:
+    def subject(self, info: TokenInfo, server: ServerInfo, *, io: bool = True) -> Subject | None:
         if info.share_id is not None:
-            return self._share_subject(info.share_id, server)
-        assert info.user_id is not None
-        key = (info.user_id, server.id)
-        if key not in self._subjects:
-            self._subjects[key] = self._load_subject(info.user_id, server.id)
-        return self._subjects[key]
+            share_id = info.share_id
+            return self._memo(self._shares, (share_id, server.id), lambda: self._load_share_subject(share_id, server), io)  # type: ignore[no-any-return]
+        user_id = info.user_id
+        assert user_id is not None
+        return self._memo(self._subjects, (user_id, server.id), lambda: self._load_subject(user_id, server.id), io)  # type: ignore[no-any-return]
 
     def _load_subject(self, user_id: int, server_id: int) -> Subject | None:
-        with self._db.reading() as session:
-            user = session.get(User, user_id)
+        # Core, one connection, from the user's memberships (indexed) to this server's rules.
+        with self._db.engine.connect() as connection:
+            user = connection.execute(
+                select(User.id, User.username, User.is_superuser, User.is_active).where(User.id == user_id)
+            ).first()
             if user is None or not user.is_active:
                 return None
-            rows = session.execute(
-                select(AccessRule, Group.name)
+            rows = connection.execute(
+                select(
+                    AccessRule.id, AccessRule.scope, AccessRule.capabilities, AccessRule.validity, AccessRule.labels,
+                    AccessRule.selectors, AccessRule.expires_at, Group.name,
+                )
+                .select_from(Membership)
+                .join(AccessRule, (AccessRule.group_id == Membership.group_id) & (AccessRule.imaging_server_id == server_id))
                 .join(Group, Group.id == AccessRule.group_id)
-                .join(Membership, Membership.group_id == AccessRule.group_id)
-                .where(Membership.user_id == user_id, AccessRule.imaging_server_id == server_id)
+                .where(Membership.user_id == user_id)
                 .order_by(AccessRule.id)
             ).all()
-            return Subject(
-                user_id=user.id,
-                username=user.username,
-                is_superuser=user.is_superuser,
-                rules=tuple(compile_rule(rule, group) for rule, group in rows),
-            )
-
-    def _share_subject(self, share_id: int, server: ServerInfo) -> Subject | None:
-        # Per server: a share made through one imaging server grants nothing on another.
-        key = (share_id, server.id)
-        if key not in self._shares:
-            self._shares[key] = self._load_share_subject(share_id, server)
-        return self._shares[key]
+        return Subject(
+            user_id=user.id,
+            username=user.username,
+            is_superuser=user.is_superuser,
+            rules=tuple(
+                compile_rule(row.id, row.name, row.scope, row.capabilities, row.validity, row.labels, row.selectors, row.expires_at)
+                for row in rows
+            ),
+        )
 
     def _load_share_subject(self, share_id: int, server: ServerInfo) -> Subject | None:
         with self._db.reading() as session:
@@ -269,10 +305,77 @@ class OrthancAuthorizer:
             )
             return Subject(user_id=0, username=f"share {share.public_id}", is_superuser=False, rules=(rule,))
 
+    def subject_for_token(self, server: ServerInfo, token: str | None, *, io: bool = True) -> tuple[Subject | None, float | None]:
+        """Whose token this is on this server, and until when the token itself is valid."""
+        if not token:
+            return None, None
+        info = self.verify_token(token, io=io)
+        return (None, None) if info is None else (self.subject(info, server, io=io), info.expires_at)
+
+    def subject_for_user(self, server: ServerInfo, user_id: int) -> Subject | None:
+        return self.subject(TokenInfo(user_id=user_id, expires_at=None), server)
+
     # ------------------------------------------------------------ decisions
 
     def close(self) -> None:
         self._ancestry.close()
+
+    def requirement(self, server: ServerInfo, method: Method, level: Level, uri: str | None) -> Requirement | None:
+        key = (server.id, method, level, uri)
+        generation = self._current()
+        try:
+            return self._requirements[key]  # type: ignore[no-any-return]
+        except KeyError:
+            found = required_capabilities(method, level, uri, server.permission_table)
+            if self._generation.value == generation:
+                self._requirements.put(key, found)
+            return found
+
+    def decide(self, server: ServerInfo, subject: Subject | None, method: Method, level: Level,
+               orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
+               not_after: float | None = None, *, io: bool = True, explain: bool = True) -> Decision:
+        """The one decision, for Orthanc's validate calls and for the explain API alike.
+        ``not_after``: when the presented token expires; no grant may be cached past it."""
+        requirement = self.requirement(server, method, level, uri)
+        resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
+        now = self._clock()
+        if requirement is not None and subject is not None and subject.has_resource_rules and _may_need_ancestry(subject, requirement, resource, now):
+            if not io and not self._ancestry.known(server, level, orthanc_id):
+                raise NeedsIO
+            resource = replace(resource, ancestors=self._ancestry.ancestors(server, level, orthanc_id))
+        return decide(subject, requirement, resource, now, not_after, explain=explain)
+
+    def validate(self, server: ServerInfo, token: str | None, method: Method, level: Level,
+                 orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
+                 *, io: bool = True) -> Decision:
+        subject, not_after = self.subject_for_token(server, token, io=io)
+        return self.decide(server, subject, method, level, orthanc_id, dicom_uid, labels, uri, not_after, io=io, explain=False)
+
+    def profile(self, server: ServerInfo, token: str | None, *, io: bool = True) -> dict[str, Any]:
+        """The user profile the plugin asks for in "user permissions" mode."""
+        subject, not_after = self.subject_for_token(server, token, io=io)
+        if subject is None:
+            return {"name": "anonymous", "permissions": [], "authorized-labels": [], "validity": DENIAL_VALIDITY}
+        now = self._clock()
+        if subject.is_superuser:
+            permissions = sorted(c.value for c in Capability)
+            labels = ["*"]
+            validity = SUPERUSER_VALIDITY
+        else:
+            live = [rule for rule in subject.rules if rule.expires_at is None or rule.expires_at > now]
+            permissions = sorted({c.value for rule in live for c in rule.capabilities})
+            labels = ["*"] if any(rule.scope == ScopeKind.ALL for rule in live) else sorted({label for rule in live for label in rule.labels})
+            validity = min((cacheable_for(rule.validity, rule.expires_at, now) for rule in live), default=DENIAL_VALIDITY)
+        # 0 would mean "cache forever" to the plugin: never send it.
+        validity = max(1, cacheable_for(validity, not_after, now))
+        return {
+            "name": subject.username,
+            "permissions": permissions,
+            "authorized-labels": labels,
+            "validity": validity,
+            "groups": sorted({rule.group for rule in subject.rules}),
+            "user-id": str(subject.user_id),
+        }
 
     def roles(self, server: ServerInfo) -> dict[str, Any]:
         """The groups with rules on this server, as Orthanc Explorer 2's role settings."""
@@ -297,59 +400,16 @@ class OrthancAuthorizer:
             "available-labels": sorted(available),
         }
 
-    def subject_for_token(self, server: ServerInfo, token: str | None) -> tuple[Subject | None, float | None]:
-        """Whose token this is on this server, and until when the token itself is valid."""
-        if not token:
-            return None, None
-        info = self.verify_token(token)
-        return (None, None) if info is None else (self.subject(info, server), info.expires_at)
 
-    def subject_for_user(self, server: ServerInfo, user_id: int) -> Subject | None:
-        self._current()
-        return self.subject(TokenInfo(user_id=user_id, expires_at=None), server)
-
-    def decide(self, server: ServerInfo, subject: Subject | None, method: Method, level: Level,
-               orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
-               not_after: float | None = None) -> Decision:
-        """The one decision, for Orthanc's validate calls and for the explain API alike.
-        ``not_after``: when the presented token expires; no grant may be cached past it."""
-        requirement = required_capabilities(method, level, uri, server.permission_table)
-        resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
-        now = self._clock()
-        if requirement is not None and subject is not None and _may_need_ancestry(subject, requirement, resource, now):
-            resource = replace(resource, ancestors=self._ancestry.ancestors(server, level, orthanc_id))
-        return decide(subject, requirement, resource, now, not_after)
-
-    def validate(self, server: ServerInfo, token: str | None, method: Method, level: Level,
-                 orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None) -> Decision:
-        subject, not_after = self.subject_for_token(server, token)
-        return self.decide(server, subject, method, level, orthanc_id, dicom_uid, labels, uri, not_after)
-
-    def profile(self, server: ServerInfo, token: str | None) -> dict[str, Any]:
-        """The user profile the plugin asks for in "user permissions" mode."""
-        subject, not_after = self.subject_for_token(server, token)
-        if subject is None:
-            return {"name": "anonymous", "permissions": [], "authorized-labels": [], "validity": DENIAL_VALIDITY}
-        now = self._clock()
-        if subject.is_superuser:
-            permissions = sorted(c.value for c in Capability)
-            labels = ["*"]
-            validity = SUPERUSER_VALIDITY
-        else:
-            live = [rule for rule in subject.rules if rule.expires_at is None or rule.expires_at > now]
-            permissions = sorted({c.value for rule in live for c in rule.capabilities})
-            labels = ["*"] if any(rule.scope == ScopeKind.ALL for rule in live) else sorted({label for rule in live for label in rule.labels})
-            validity = min((cacheable_for(rule.validity, rule.expires_at, now) for rule in live), default=DENIAL_VALIDITY)
-        # 0 would mean "cache forever" to the plugin: never send it.
-        validity = max(1, cacheable_for(validity, not_after, now))
-        return {
-            "name": subject.username,
-            "permissions": permissions,
-            "authorized-labels": labels,
-            "validity": validity,
-            "groups": sorted({rule.group for rule in subject.rules}),
-            "user-id": str(subject.user_id),
-        }
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        username, separator, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (username, password) if separator else None
 
 
 def _may_need_ancestry(subject: Subject, requirement: Requirement, resource: Resource, now: float) -> bool:
@@ -380,6 +440,12 @@ class AncestryLookup:
         self._known: dict[tuple[int, Level, str], dict[Level, Identifiers]] = {}
         self._client = httpx.Client(timeout=timeout)
         self.lookups = 0
+
+    def known(self, server: ServerInfo, level: Level, orthanc_id: str | None) -> bool:
+        """Whether ``ancestors`` would answer without asking Orthanc."""
+        if not orthanc_id or server.rest_auth is None or server.rest_url is None or level not in _PARENT:
+            return True
+        return (server.id, level, orthanc_id) in self._known
 
     def ancestors(self, server: ServerInfo, level: Level, orthanc_id: str | None) -> dict[Level, Identifiers] | None:
         if not orthanc_id or server.rest_auth is None or server.rest_url is None or level not in _PARENT:
@@ -420,20 +486,24 @@ class AncestryLookup:
         self._client.close()
 
 
-def compile_rule(rule: AccessRule, group: str) -> CompiledRule:
-    selectors: dict[str, set[str]] = {kind.value: set() for kind in SelectorKind}
-    for selector in rule.selectors:
-        selectors[selector["kind"]].add(selector["value"])
+def compile_rule(
+    rule_id: int, group: str, scope: str, capabilities: list[str], validity: int,
+    labels: list[str], selectors: list[dict[str, str]], expires_at: datetime | None,
+) -> CompiledRule:
+    by_kind: dict[str, set[str]] = {kind.value: set() for kind in SelectorKind}
+    for selector in selectors:
+        by_kind[selector["kind"]].add(selector["value"])
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)  # Core reads skip the ORM's UTC type on some backends
     return CompiledRule(
-        rule_id=rule.id,
+        rule_id=rule_id,
         group=group,
-        scope=ScopeKind(rule.scope),
-        capabilities=frozenset(Capability(c) for c in rule.capabilities),
-        validity=rule.validity,
-        labels=frozenset(rule.labels),
-        patient_ids=frozenset(selectors[SelectorKind.PATIENT_ID]),
-        study_uids=frozenset(selectors[SelectorKind.STUDY_INSTANCE_UID]),
-        orthanc_ids=frozenset(selectors[SelectorKind.ORTHANC_ID]),
-        expires_at=_epoch(rule.expires_at),
+        scope=ScopeKind(scope),
+        capabilities=frozenset(Capability(c) for c in capabilities),
+        validity=validity,
+        labels=frozenset(labels),
+        patient_ids=frozenset(by_kind[SelectorKind.PATIENT_ID]),
+        study_uids=frozenset(by_kind[SelectorKind.STUDY_INSTANCE_UID]),
+        orthanc_ids=frozenset(by_kind[SelectorKind.ORTHANC_ID]),
+        expires_at=_epoch(expires_at),
     )
-

@@ -60,6 +60,10 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None, list
                 f"the database is at schema {migrate.current_revision(db.engine) or 'none'}, "
                 f"this Portico needs {migrate.head_revision()}: run `portico migrate`"
             )
+        if db.is_sqlite:
+            with db.engine.connect() as connection:
+                # Refresh the planner's statistics where they are stale (cheap when they are not).
+                connection.exec_driver_sql("PRAGMA optimize")
         box = load_secret_box(settings, create=True)
         with db.writing() as session:
             verify_or_record_key(session, box)

@@ -245,6 +245,9 @@ class ImagingServer(Versioned, Base):
 
 class AccessRule(Versioned, Base):
     __tablename__ = "access_rules"
+    # The decision path's cold look-up goes from a user's memberships to their groups'
+    # rules on one imaging server.
+    __table_args__ = (Index("ix_access_rules_group_id_imaging_server_id", "group_id", "imaging_server_id"),)
 
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), index=True)
     imaging_server_id: Mapped[int] = mapped_column(ForeignKey("imaging_servers.id", ondelete="CASCADE"), index=True)
