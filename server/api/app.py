@@ -9,7 +9,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import __version__
@@ -63,7 +62,7 @@ def create_app(portico: Portico) -> PorticoApp:
     app.add_middleware(Metrics, series=series)
     app.add_middleware(BodyLimit, max_bytes=portico.settings.max_body_bytes)
     service = orthanc.OrthancService(portico.authorizer, ShareService(portico.db), PluginRefusals(portico.db))
-    plugin_service = Metrics(Router(routes=orthanc.routes(service)), series)
+    plugin_service = Metrics(service, series)
     return PorticoApp(app, plugin_service)
 
 

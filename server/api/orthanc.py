@@ -1,23 +1,23 @@
 """The web service of Orthanc's advanced authorization plugin, at /orthanc/{server}/.
 
-Plain Starlette routes and orjson rather than FastAPI models: this is the path Orthanc
-calls on every request (see ENVIRONMENT.md: FastAPI ~83 µs vs Starlette ~36 µs per call).
+A plain ASGI application with orjson, not FastAPI models nor Starlette's Request and
+Response: Orthanc calls it on every request it serves, so its own cost should stay near
+that of the HTTP server (bench/validate.py measures it against a bare endpoint).
 Lenient in (``identifier`` or ``server-id``, a ``Bearer `` prefix, an empty token is
 anonymous, unknown fields ignored), strict out (every field, JSON types exact).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from server.domain.orthanc import Level, Method
 from server.services.orthanc_authz import NeedsIO, OrthancAuthorizer, ServerInfo, basic_credentials, strip_bearer
@@ -27,7 +27,6 @@ log = logging.getLogger("portico.orthanc")
 
 MAX_BODY = 64 * 1024
 MAX_TEXT = 4096
-_JSON = "application/json"
 
 
 class BadCall(Exception):
@@ -36,30 +35,49 @@ class BadCall(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type=_JSON)
+@dataclass(frozen=True)
+class Call:
+    """What the handlers need to know of one HTTP request."""
+
+    method: str
+    server_token: str
+    operation: str  # the path below /orthanc/{server}/
+    authorization: str
+    client_address: str | None
 
 
-def _error(error: BadCall) -> Response:
-    headers = {"WWW-Authenticate": 'Basic realm="portico-orthanc"'} if error.status == 401 else None
-    return Response(
-        orjson.dumps({"error": {"code": error.code, "message": error.message}}),
-        status_code=error.status,
-        media_type=_JSON,
-        headers=headers,
-    )
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_CHALLENGE = (b"www-authenticate", b'Basic realm="portico-orthanc"')
 
 
-async def _raw_body(request: Request) -> bytes:
+async def _send_json(send: Send, status: int, content: Any) -> None:
+    body = orjson.dumps(content)
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append(_CHALLENGE)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error_body(error: BadCall) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message}}
+
+
+async def _raw_body(receive: Receive) -> bytes:
     """The body, chunked or not, refusing anything over 64 KiB."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadCall(400, "incomplete_body", "the client went away before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise BadCall(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -155,64 +173,93 @@ def parse_share_request(share_type: str, body: dict[str, Any]) -> ShareRequest:
     return ShareRequest(type=share_type, resources=parsed, expires_at=expires_at)
 
 
-Compute = Callable[[Request, bytes, bool], Any]
+Compute = Callable[[Call, bytes, bool], Any]
 
 
 class OrthancService:
+    """The plugin's endpoints, as one ASGI application mounted at /orthanc/."""
+
     def __init__(self, authorizer: OrthancAuthorizer, shares: ShareService, refusals: PluginRefusals) -> None:
         self.authorizer = authorizer
         self.shares = shares
         self.refusals = refusals
+        self._exact: dict[str, tuple[frozenset[str], Compute, _Route]] = {
+            "tokens/validate": (frozenset({"POST"}), self._validate, _Route("/orthanc/{server}/tokens/validate")),
+            "user/get-profile": (frozenset({"POST"}), self._profile, _Route("/orthanc/{server}/user/get-profile")),
+            "settings/roles": (frozenset({"GET", "PUT"}), self._roles, _Route("/orthanc/{server}/settings/roles")),
+            "tokens/decode": (frozenset({"POST"}), self._decode_token, _Route("/orthanc/{server}/tokens/decode")),
+        }
+        self._create = (frozenset({"PUT"}), self._create_token, _Route("/orthanc/{server}/tokens/{type}"))
 
-    async def _answer(self, request: Request, compute: Compute) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server_token, _, operation = scope["path"][len("/orthanc/"):].partition("/")
+        operation = operation.rstrip("/")
+        route = self._exact.get(operation)
+        if route is None and operation.startswith("tokens/") and operation.count("/") == 1:
+            route = self._create
+        if route is None or not server_token:
+            await _send_json(send, 404, {"error": {"code": "not_found", "message": "no such endpoint of the Orthanc authorization service"}})
+            return
+        methods, compute, template = route
+        scope["route"] = template  # for the metrics
+        if scope["method"] not in methods:
+            await _send_json(send, 405, {"error": {"code": "method_not_allowed", "message": f"allowed: {', '.join(sorted(methods))}"}})
+            return
+        authorization = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        client = scope.get("client")
+        call = Call(scope["method"], server_token, operation, authorization, client[0] if client else None)
+        status, content = await self._answer(call, receive, compute)
+        await _send_json(send, status, content)
+
+    async def _answer(self, call: Call, receive: Receive, compute: Compute) -> tuple[int, Any]:
         """Answer from memory on the event loop; anything that needs I/O (a first-seen token,
         an ancestry look-up, a refusal to audit, a share to store) runs in a worker thread."""
         try:
-            raw = await _raw_body(request)
+            raw = await _raw_body(receive)
             try:
-                content = compute(request, raw, False)
+                return 200, compute(call, raw, False)
             except NeedsIO:
-                content = await run_in_threadpool(compute, request, raw, True)
+                return 200, await run_in_threadpool(compute, call, raw, True)
         except BadCall as error:
-            return _error(error)
+            return error.status, _error_body(error)
         except Exception:  # fail closed: the plugin denies on any non-2xx answer
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
-            return _error(BadCall(500, "internal_error", "an internal error occurred; it has been logged on the server"))
-        return _json(content)
+            log.exception("unexpected error on %s /orthanc/%s/%s", call.method, call.server_token, call.operation)
+            return 500, {"error": {"code": "internal_error", "message": "an internal error occurred; it has been logged on the server"}}
 
-    def _server(self, request: Request, io: bool) -> ServerInfo:
+    def _server(self, call: Call, io: bool) -> ServerInfo:
         """The imaging server named in the URL, if the caller holds a credential bound to it."""
-        token = request.path_params["server"]
-        header = request.headers.get("authorization", "")
-        if header[:6].lower() != "basic ":
+        if call.authorization[:6].lower() != "basic ":
             raise BadCall(401, "not_authenticated", "HTTP Basic authentication with this imaging server's plugin credential is required")
-        server = self.authorizer.caller(token, header, io=io)
+        server = self.authorizer.caller(call.server_token, call.authorization, io=io)
         if server is None:
             if not io:
                 raise NeedsIO  # a refusal is audited: that is a write
-            self._refuse(request, token, header)
+            self._refuse(call)
         assert server is not None
         if not server.is_active:
             raise BadCall(403, "server_inactive", f"the imaging server {server.name!r} is deactivated in Portico")
         return server
 
-    def _refuse(self, request: Request, server_token: str, header: str) -> None:
-        address = request.client.host if request.client else None
+    def _refuse(self, call: Call) -> None:
         # Only refusals count towards the limit: a well-configured Orthanc behind the same address keeps working.
-        if not self.refusals.allowed(address):
+        if not self.refusals.allowed(call.client_address):
             raise BadCall(429, "rate_limited", "too many refused plugin credentials from this address; try again later")
-        credentials = basic_credentials(header)
+        credentials = basic_credentials(call.authorization)
         reason = (
             "malformed Basic credentials" if credentials is None
-            else "unknown imaging server" if self.authorizer.server(server_token) is None
+            else "unknown imaging server" if self.authorizer.server(call.server_token) is None
             else "unknown, wrong or expired credential, or one of another imaging server"
         )
-        self.refusals.record(address, server_token, credentials[0] if credentials else "?", reason)
+        self.refusals.record(call.client_address, call.server_token, credentials[0] if credentials else "?", reason)
         # One answer for every cause.
         raise BadCall(401, "not_authenticated", "the credential is not valid for this imaging server")
 
-    def _validate(self, request: Request, raw: bytes, io: bool) -> Any:
-        server = self._server(request, io)
+    def _validate(self, call: Call, raw: bytes, io: bool) -> Any:
+        server = self._server(call, io)
         body = _json_object(raw)
         level = _enum(body, "level", Level)
         method = _enum(body, "method", Method)
@@ -229,55 +276,35 @@ class OrthancService:
         )
         return {"granted": decision.granted, "validity": int(decision.validity)}
 
-    def _profile(self, request: Request, raw: bytes, io: bool) -> Any:
-        server = self._server(request, io)
+    def _profile(self, call: Call, raw: bytes, io: bool) -> Any:
+        server = self._server(call, io)
         body = _json_object(raw)
         return self.authorizer.profile(server, strip_bearer(_text(body, "token-value") or "") or None, io=io)
 
-    def _create_token(self, request: Request, raw: bytes, io: bool) -> Any:
-        server = self._server(request, io)
-        share_request = parse_share_request(request.path_params["type"], _json_object(raw))
+    def _create_token(self, call: Call, raw: bytes, io: bool) -> Any:
+        server = self._server(call, io)
+        share_request = parse_share_request(call.operation.partition("/")[2], _json_object(raw))
         if not io:
             raise NeedsIO
         share = self.shares.create(server, share_request)
         return {"token": share.token, "url": share.url}
 
-    def _decode_token(self, request: Request, raw: bytes, io: bool) -> Any:
-        server = self._server(request, io)
+    def _decode_token(self, call: Call, raw: bytes, io: bool) -> Any:
+        server = self._server(call, io)
         token = strip_bearer(_text(_json_object(raw), "token-value") or "")
         if not io:
             raise NeedsIO
         return self.shares.decode(server, token)
 
-    def _roles(self, request: Request, raw: bytes, io: bool) -> Any:
-        server = self._server(request, io)
-        if request.method == "PUT":
+    def _roles(self, call: Call, raw: bytes, io: bool) -> Any:
+        server = self._server(call, io)
+        if call.method == "PUT":
             raise BadCall(405, "managed_in_portico", "roles are managed in Portico (groups and their access rules), not from Orthanc")
         if not io:
             raise NeedsIO
         return self.authorizer.roles(server)
 
-    async def validate(self, request: Request) -> Response:
-        return await self._answer(request, self._validate)
 
-    async def profile(self, request: Request) -> Response:
-        return await self._answer(request, self._profile)
-
-    async def create_token(self, request: Request) -> Response:
-        return await self._answer(request, self._create_token)
-
-    async def decode_token(self, request: Request) -> Response:
-        return await self._answer(request, self._decode_token)
-
-    async def roles(self, request: Request) -> Response:
-        return await self._answer(request, self._roles)
-
-
-def routes(service: OrthancService) -> list[Route]:
-    return [
-        Route("/orthanc/{server}/tokens/validate", service.validate, methods=["POST"]),
-        Route("/orthanc/{server}/user/get-profile", service.profile, methods=["POST"]),
-        Route("/orthanc/{server}/settings/roles", service.roles, methods=["GET", "PUT"]),
-        Route("/orthanc/{server}/tokens/decode", service.decode_token, methods=["POST"]),
-        Route("/orthanc/{server}/tokens/{type}", service.create_token, methods=["PUT"]),
-    ]
+@dataclass(frozen=True)
+class _Route:
+    path: str

@@ -88,6 +88,9 @@ class _Trace:
             self.lines.append(line())
 
 
+_SILENT = _Trace(False)
+
+
 def _scope_matches(rule: CompiledRule, resource: Resource, note: _Trace) -> bool:
     if rule.scope == ScopeKind.ALL:
         note(lambda: f"rule {rule.rule_id} ({rule.group}): scope all covers every resource")
@@ -159,7 +162,7 @@ def decide(
     *,
     explain: bool = True,
 ) -> Decision:
-    note = _Trace(explain)
+    note = _Trace(explain) if explain else _SILENT
     if requirement is None:
         note(lambda: f"no row of the permission table covers this call ({resource.uri}): denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines))

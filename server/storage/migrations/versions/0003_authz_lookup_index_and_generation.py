@@ -7,7 +7,6 @@ Create Date: 2026-12-04 17:13:14.730600
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = '0003'
