@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from typing import overload
+from datetime import UTC, datetime, timedelta
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import Update, select, update
+from sqlalchemy import Connection, Update, bindparam, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -161,46 +162,67 @@ class UserToken:
 
     user_id: int
     expires_at: datetime | None
-    session: Session | None = None
-    credential: Credential | None = None
+    session_id: str | None = None
+    credential_id: int | None = None
+    last_used: datetime | None = None
 
 
-def verify_user_token(session: DbSession, token: str, now: datetime) -> UserToken | None:
+# One indexed query each, built once: this runs for every first-seen token.
+_SESSION_TOKEN = (
+    select(Session.kind, Session.secret_hash, Session.revoked_at, Session.expires_at, Session.user_id, Session.last_seen_at, User.is_active)
+    .join(User, User.id == Session.user_id)
+    .where(Session.id == bindparam("public_id"))
+)
+_API_TOKEN = (
+    select(Credential.id, Credential.kind, Credential.secret_hash, Credential.expires_at, Credential.user_id, Credential.last_used_at, User.is_active)
+    .join(User, User.id == Credential.user_id)
+    .where(Credential.public_id == bindparam("public_id"))
+)
+
+
+def verify_user_token(connection: DbSession | Connection, token: str, now: datetime) -> UserToken | None:
     """The one check of a user's opaque token, for the admin API and Orthanc's calls alike:
     right secret, not revoked, not expired, its user active."""
     presented = secrets_tokens.parse(token)
     if presented is None:
         return None
     if presented.prefix == TokenPrefix.ADMIN_SESSION:
-        row = session.get(Session, presented.public_id)
+        row = connection.execute(_SESSION_TOKEN, {"public_id": presented.public_id}).first()
         if (
             row is None
             or row.kind != SessionKind.ADMIN
             or row.secret_hash is None
             or not secrets_tokens.matches(presented.secret, row.secret_hash)
             or row.revoked_at is not None
-            or row.expires_at <= now
+            or _aware(row.expires_at) <= now
+            or not row.is_active
         ):
             return None
-        return UserToken(row.user_id, row.expires_at, session=row) if _is_active(session, row.user_id) else None
+        return UserToken(row.user_id, _aware(row.expires_at), session_id=presented.public_id, last_used=_aware(row.last_seen_at))
     if presented.prefix == TokenPrefix.API_TOKEN:
-        credential = session.scalar(select(Credential).where(Credential.public_id == f"{presented.prefix}_{presented.public_id}"))
+        credential = connection.execute(_API_TOKEN, {"public_id": f"{presented.prefix}_{presented.public_id}"}).first()
         if (
             credential is None
             or credential.kind != CredentialKind.API_TOKEN
             or credential.user_id is None
             or not secrets_tokens.matches(presented.secret, credential.secret_hash)
-            or (credential.expires_at is not None and credential.expires_at <= now)
+            or (credential.expires_at is not None and _aware(credential.expires_at) <= now)
+            or not credential.is_active
         ):
             return None
-        user_id = credential.user_id
-        return UserToken(user_id, credential.expires_at, credential=credential) if _is_active(session, user_id) else None
+        return UserToken(
+            credential.user_id, _aware(credential.expires_at), credential_id=credential.id, last_used=_aware(credential.last_used_at)
+        )
     return None
 
 
-def _is_active(session: DbSession, user_id: int) -> bool:
-    # A column read, not the whole user with its grants: this runs for every first-seen token.
-    return bool(session.scalar(select(User.is_active).where(User.id == user_id)))
+@overload
+def _aware(moment: datetime) -> datetime: ...
+@overload
+def _aware(moment: None) -> None: ...
+def _aware(moment: datetime | None) -> datetime | None:
+    # Columns read through a Core connection skip the ORM's UTC type on some backends.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def authenticate(db: Database, token: str, address: str | None) -> Principal:
@@ -215,19 +237,15 @@ def authenticate(db: Database, token: str, address: str | None) -> Principal:
             )
         user = session.get(User, verified.user_id)
         assert user is not None
+        principal = principal_for(user, session_id=verified.session_id, credential_id=verified.credential_id, address=address)
         # Bookkeeping by bulk UPDATE, at most once a minute: it must not bump versions.
         touch: Update | None = None
-        if verified.session is not None:
-            principal = principal_for(user, session_id=verified.session.id, address=address)
-            last = verified.session.last_seen_at
-            if last is None or now - last > LAST_SEEN_RESOLUTION:
-                touch = update(Session).where(Session.id == verified.session.id).values(last_seen_at=now).execution_options(**{BOOKKEEPING: True})
-        else:
-            assert verified.credential is not None
-            principal = principal_for(user, credential_id=verified.credential.id, address=address)
-            last = verified.credential.last_used_at
-            if last is None or now - last > LAST_SEEN_RESOLUTION:
-                touch = update(Credential).where(Credential.id == verified.credential.id).values(last_used_at=now).execution_options(**{BOOKKEEPING: True})
+        if verified.last_used is None or now - verified.last_used > LAST_SEEN_RESOLUTION:
+            if verified.session_id is not None:
+                touch = update(Session).where(Session.id == verified.session_id).values(last_seen_at=now)
+            else:
+                touch = update(Credential).where(Credential.id == verified.credential_id).values(last_used_at=now)
+            touch = touch.execution_options(**{BOOKKEEPING: True})
     if touch is not None:
         with db.writing() as session:
             session.execute(touch)

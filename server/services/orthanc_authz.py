@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from server.domain.decision import (
     DENIAL_VALIDITY,
@@ -110,7 +110,13 @@ def strip_bearer(value: str) -> str:
 
 
 def _epoch(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
+    if moment is None:
+        return None
+    # Core reads may hand back naive UTC (the ORM's type makes it aware).
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
+_SHARE_TOKEN = select(Share.id, Share.secret_hash, Share.expires_at).where(Share.public_id == bindparam("public_id"))
 
 
 class NeedsIO(Exception):
@@ -159,6 +165,9 @@ class OrthancAuthorizer:
         self._subjects = _Cache()  # (user id, server id) -> Subject | None
         self._shares = _Cache()  # (share id, server id) -> Subject | None
         self._requirements = _Cache()  # (server id, method, level, uri) -> Requirement | None
+        # An indexed read of a local SQLite file takes tens of µs: less than handing it to a
+        # worker thread, so it is done in place. PostgreSQL reads cross the network: a thread.
+        self._inline_reads = db.is_sqlite
 
     # ------------------------------------------------------------ cache upkeep
 
@@ -176,7 +185,7 @@ class OrthancAuthorizer:
             return cache[key]
         except KeyError:
             pass
-        if not io:
+        if not (io or self._inline_reads):
             raise NeedsIO
         value = load()
         if self._generation.value == generation:
@@ -237,13 +246,13 @@ class OrthancAuthorizer:
         presented = secrets_tokens.parse(token)
         if presented is None:
             return None
-        with self._db.reading() as session:
+        with self._db.engine.connect() as connection:
             if presented.prefix == TokenPrefix.SHARE:
-                share = session.scalar(select(Share).where(Share.public_id == presented.public_id))
+                share = connection.execute(_SHARE_TOKEN, {"public_id": presented.public_id}).first()
                 if share is None or not secrets_tokens.matches(presented.secret, share.secret_hash):
                     return None
                 return TokenInfo(user_id=None, expires_at=_epoch(share.expires_at), share_id=share.id)
-            verified = verify_user_token(session, token, datetime.now(UTC))
+            verified = verify_user_token(connection, token, datetime.now(UTC))
             return None if verified is None else TokenInfo(user_id=verified.user_id, expires_at=_epoch(verified.expires_at))
 
     def subject(self, info: TokenInfo, server: ServerInfo, *, io: bool = True) -> Subject | None:
