@@ -28,8 +28,10 @@ LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 
 
 class LoginLimiter:
-    """Moving-window limits on failed logins, per user and per client address.
+    """Moving-window limits on login attempts, per user and per client address.
 
+    An attempt is counted before its password is checked, so parallel attempts cannot slip
+    through while argon2 works; a successful login forgives that user's earlier failures.
     Kept in memory: with several replicas each one counts its own attempts, so the
     effective limit is at most N times the configured one.
     """
@@ -45,19 +47,18 @@ class LoginLimiter:
             checks.append((self._per_address, "address", address))
         return checks
 
-    def refuse_if_exceeded(self, username_key: str, address: str | None) -> None:
+    def count_attempt(self, username_key: str, address: str | None) -> None:
         for item, kind, key in self._checks(username_key, address):
-            if not self._limiter.test(item, "login", kind, key):
+            if not self._limiter.hit(item, "login", kind, key):
                 reset = self._limiter.get_window_stats(item, "login", kind, key).reset_time
                 retry_after = max(1, int(reset - utcnow().timestamp()) + 1)
                 raise RateLimited(
-                    f"too many failed logins for this {kind}; try again in {retry_after} s",
+                    f"too many login attempts for this {kind}; try again in {retry_after} s",
                     headers={"Retry-After": str(retry_after)},
                 )
 
-    def record_failure(self, username_key: str, address: str | None) -> None:
-        for item, kind, key in self._checks(username_key, address):
-            self._limiter.hit(item, "login", kind, key)
+    def forgive(self, username_key: str) -> None:
+        self._limiter.clear(self._per_user, "login", "user", username_key)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def login(
     username_key = username.strip().lower()
     actor = Actor(name=username[:150], address=address)
     try:
-        limiter.refuse_if_exceeded(username_key, address)
+        limiter.count_attempt(username_key, address)
     except RateLimited:
         with db.writing() as session:
             audit.record(session, actor, "auth.login", outcome=AuditOutcome.DENIED, detail="rate limited")
@@ -102,9 +103,9 @@ def login(
         user = session.scalar(select(User).where(User.username_key == username_key))
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is not None and password_ok and user.is_active:
+            limiter.forgive(username_key)
             return _open_session(session, user, password, address, user_agent, lifetime)
         reason = "unknown user" if user is None else ("wrong password" if not password_ok else "inactive user")
-        limiter.record_failure(username_key, address)
         audit.record(
             session,
             Actor(name=username[:150], user_id=user.id if user else None, address=address),

@@ -40,9 +40,10 @@ def run_checks(settings: Settings) -> Iterator[CheckResult]:
     try:
         yield CheckResult("database", True, f"{db.engine.dialect.name} at {db.engine.url.render_as_string(hide_password=True)}")
         if db.is_sqlite:
-            mode = db.engine.connect().exec_driver_sql("PRAGMA journal_mode").scalar()
+            with db.engine.connect() as connection:
+                mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+                integrity = connection.exec_driver_sql("PRAGMA integrity_check").scalar()
             yield CheckResult("sqlite journal", mode == "wal", f"journal_mode={mode}" + ("" if mode == "wal" else " (expected wal)"))
-            integrity = db.engine.connect().exec_driver_sql("PRAGMA integrity_check").scalar()
             yield CheckResult("sqlite integrity", integrity == "ok", str(integrity))
         current, head = migrate.current_revision(db.engine), migrate.head_revision()
         if current != head:

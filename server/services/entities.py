@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from server.contract.errors import Conflict, ErrorCode, FieldError, PermissionDenied, ValidationFailed
 from server.domain.vocabulary import (
+    Action,
     CredentialKind,
     EntityType,
     ScopeKind,
@@ -127,7 +128,15 @@ AUTH_SERVERS: EntitySpec[AuthServer] = EntitySpec(
 # ---------------------------------------------------------------- users
 
 
+_PG_SUPERUSER_LOCK = 0x53555052  # "SUPR"
+
+
 def active_superusers(session: Any, *, excluding: int | None = None) -> int:
+    """Active superusers (but ``excluding``), counted under a lock: two transactions each
+    demoting the other superuser must not both see one left (PostgreSQL reads do not block;
+    SQLite's writers are serial anyway)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SUPERUSER_LOCK})
     statement = select(func.count()).select_from(User).where(User.is_superuser, User.is_active)
     if excluding is not None:
         statement = statement.where(User.id != excluding)
@@ -138,7 +147,8 @@ _ROLE_FIELDS = ("is_superuser", "is_staff", "permissions")
 
 
 def _user_guard(ctx: WriteContext, row: User | None, values: Values) -> None:
-    """Only superusers grant roles or touch superusers: staff cannot raise themselves."""
+    """Only superusers grant roles or touch superusers and other staff: a staff member can
+    neither raise themselves nor take over a colleague (e.g. by setting their password)."""
     if ctx.principal.is_superuser:
         return
     for name in _ROLE_FIELDS:
@@ -146,6 +156,17 @@ def _user_guard(ctx: WriteContext, row: User | None, values: Values) -> None:
             raise PermissionDenied.on_field(name, "only a superuser may grant roles or permissions")
     if row is not None and row.is_superuser:
         raise PermissionDenied("only a superuser may change a superuser")
+    if row is not None and row.is_staff and row.id != ctx.principal.user_id:
+        raise PermissionDenied("only a superuser may change another staff member")
+
+
+def guard_linked_user(ctx: WriteContext, user_id: int | None) -> None:
+    """Linking an IdP identity to a user lets whoever controls it log in as that user."""
+    if user_id is None or ctx.principal.is_superuser:
+        return
+    user = ctx.session.get(User, user_id)
+    if user is not None and (user.is_superuser or (user.is_staff and user.id != ctx.principal.user_id)):
+        raise PermissionDenied.on_field("user_id", "only a superuser may link an identity to a superuser or another staff member")
 
 
 def _user_values(values: Values) -> None:
@@ -245,10 +266,20 @@ EXTERNAL_IDENTITIES: EntitySpec[ExternalIdentity] = EntitySpec(
     },
     references={"provider_id": Reference(Provider, "OpenID provider"), "user_id": Reference(User, "user")},
     before_create=lambda ctx, row, values: _unique_identity(ctx, values),
+    before_update=lambda ctx, row, values: _relink_identity(ctx, row, values),
+    before_delete=lambda ctx, row: guard_linked_user(ctx, row.user_id),
 )
 
 
+def _relink_identity(ctx: WriteContext, row: ExternalIdentity, values: Values) -> None:
+    guard_linked_user(ctx, row.user_id)
+    guard_linked_user(ctx, values.get("user_id"))
+    if values.get("email") is not None:
+        values["email"] = str(values["email"])
+
+
 def _unique_identity(ctx: WriteContext, values: Values) -> None:
+    guard_linked_user(ctx, values.get("user_id"))
     taken = ctx.session.scalar(
         select(ExternalIdentity.id).where(
             ExternalIdentity.provider_id == values["provider_id"], ExternalIdentity.subject == values["subject"]
@@ -318,6 +349,17 @@ def _imaging_server_default(ctx: WriteContext, row: ImagingServer | None, values
         _clear_default(ctx, ImagingServer)
 
 
+_ADDRESS_FIELDS = ("scheme", "hostname", "port")
+
+
+def _imaging_server_before_update(ctx: WriteContext, row: ImagingServer, values: Values) -> None:
+    _imaging_server_default(ctx, row, values)
+    moved = any(name in values and values[name] != getattr(row, name) for name in _ADDRESS_FIELDS)
+    if moved and "rest_password_encrypted" not in values and row.rest_password_encrypted is not None:
+        # The stored password was given for the old address: never send it to a new one.
+        values["rest_password_encrypted"] = None
+
+
 IMAGING_SERVERS: EntitySpec[ImagingServer] = EntitySpec(
     entity=EntityType.IMAGING_SERVER,
     table=ImagingServer,
@@ -335,7 +377,7 @@ IMAGING_SERVERS: EntitySpec[ImagingServer] = EntitySpec(
         Dependent("shares", Share.imaging_server_id),
     ),
     before_create=_imaging_server_default,
-    before_update=_imaging_server_default,
+    before_update=_imaging_server_before_update,
 )
 
 
@@ -410,6 +452,9 @@ def _credential_before_create(ctx: WriteContext, _row: Any, values: Values) -> N
     else:
         if values.get("user_id") is not None:
             raise ValidationFailed.on_field("user_id", "an orthanc-plugin credential has no owner user")
+        # A plugin credential speaks for the imaging server (it can mint share links).
+        if not ctx.principal.may(EntityType.IMAGING_SERVER, Action.CHANGE):
+            raise PermissionDenied.on_field("kind", "creating an orthanc-plugin credential needs imaging-server.change")
         prefix = TokenPrefix.ORTHANC_PLUGIN
     issued = secrets_tokens.issue(prefix)
     values["public_id"] = f"{prefix.value}_{issued.public_id}"

@@ -142,14 +142,20 @@ class NeedsIO(Exception):
 CACHE_CAPACITY = 100_000
 
 
-class _Cache(dict[Any, Any]):
-    """A generation-bound, size-bounded memo: full means start over (the working set of an
-    Orthanc deployment is far smaller; a flood of made-up tokens must not grow memory)."""
+class _Cache(dict[Any, tuple[int, Any]]):
+    """A size-bounded memo whose entries carry the generation they were read under: an
+    entry of an older generation is never served, so a value read just before a revocation
+    can never outlive it, whatever the interleaving of threads. Full means start over (the
+    working set of a deployment is far smaller; a flood of made-up tokens must not grow
+    memory)."""
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, generation: int, key: Any, value: Any) -> None:
         if len(self) >= CACHE_CAPACITY:
             self.clear()
-        self[key] = value
+        self[key] = (generation, value)
+
+
+_MISSING = object()
 
 
 class OrthancAuthorizer:
@@ -195,23 +201,24 @@ class OrthancAuthorizer:
             self._seen_generation = generation
         return generation
 
-    def _memo(self, cache: _Cache, key: Any, load: Callable[[], Any], io: bool) -> Any:
+    def _memo(self, cache: _Cache, key: Any, load: Callable[[], Any], io: bool, *, keep_none: bool = True) -> Any:
         generation = self._current()
-        try:
-            return cache[key]
-        except KeyError:
-            pass
+        entry = cache.get(key)
+        if entry is not None and entry[0] == generation:
+            return entry[1]
         if not (io or self._inline_reads):
             raise NeedsIO
         value = load()
-        if self._generation.value == generation:
-            cache.put(key, value)
+        if value is not None or keep_none:
+            cache.put(generation, key, value)
         return value
 
     # ------------------------------------------------------------ who is calling
 
     def server(self, token: str, *, io: bool = True) -> ServerInfo | None:
-        return self._memo(self._servers, token, lambda: self._load_server(token), io)  # type: ignore[no-any-return]
+        if len(token) > 64:
+            return None
+        return self._memo(self._servers, token, lambda: self._load_server(token), io, keep_none=False)  # type: ignore[no-any-return]
 
     def _load_server(self, token: str) -> ServerInfo | None:
         if not secrets_tokens.is_plain(token.replace(".", "")):
@@ -226,11 +233,20 @@ class OrthancAuthorizer:
             return None if row is None else self.server(row.token)
 
     def caller(self, server_token: str, authorization: str, *, io: bool = True) -> ServerInfo | None:
-        """The imaging server, if ``authorization`` is HTTP Basic with a plugin credential bound to it."""
-        key = (server_token, authorization)
-        return self._memo(self._callers, key, lambda: self._load_caller(server_token, authorization), io)  # type: ignore[no-any-return]
+        """The imaging server, if ``authorization`` is HTTP Basic with a plugin credential bound to it.
 
-    def _load_caller(self, server_token: str, authorization: str) -> ServerInfo | None:
+        Only accepted callers are remembered (with their credential's expiry, checked on
+        every call); refusals are not, so made-up headers cannot fill memory."""
+        if len(server_token) > 64 or len(authorization) > 1024:
+            return None
+        accepted: tuple[ServerInfo, float | None] | None = self._memo(
+            self._callers, (server_token, authorization), lambda: self._load_caller(server_token, authorization), io, keep_none=False
+        )
+        if accepted is None or (accepted[1] is not None and accepted[1] <= self._clock()):
+            return None
+        return accepted[0]
+
+    def _load_caller(self, server_token: str, authorization: str) -> tuple[ServerInfo, float | None] | None:
         credentials = basic_credentials(authorization)
         server = self.server(server_token)
         if credentials is None or server is None:
@@ -248,7 +264,7 @@ class OrthancAuthorizer:
                 or (row.expires_at is not None and row.expires_at.timestamp() <= self._clock())
             ):
                 return None
-        return server
+            return server, _epoch(row.expires_at)
 
     # ------------------------------------------------------------ whose token
 
@@ -335,13 +351,12 @@ class OrthancAuthorizer:
     def requirement(self, server: ServerInfo, method: Method, level: Level, uri: str | None) -> Requirement | None:
         key = (server.id, method, level, uri)
         generation = self._current()
-        try:
-            return self._requirements[key]  # type: ignore[no-any-return]
-        except KeyError:
-            found = required_capabilities(method, level, uri, server.permission_table)
-            if self._generation.value == generation:
-                self._requirements.put(key, found)
-            return found
+        entry = self._requirements.get(key)
+        if entry is not None and entry[0] == generation:
+            return entry[1]  # type: ignore[no-any-return]
+        found = required_capabilities(method, level, uri, server.permission_table)
+        self._requirements.put(generation, key, found)
+        return found
 
     def decide(self, server: ServerInfo, subject: Subject | None, method: Method, level: Level,
                orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
@@ -375,9 +390,8 @@ class OrthancAuthorizer:
             validity = SUPERUSER_VALIDITY
         else:
             live = [rule for rule in subject.rules if rule.expires_at is None or rule.expires_at > now]
-            permissions = sorted({c.value for rule in live for c in rule.capabilities})
-            labels = ["*"] if any(rule.scope == ScopeKind.ALL for rule in live) else sorted({label for rule in live for label in rule.labels})
-            validity = min((cacheable_for(rule.validity, rule.expires_at, now) for rule in live), default=DENIAL_VALIDITY)
+            permissions, labels, used = profile_grants(live)
+            validity = min((cacheable_for(rule.validity, rule.expires_at, now) for rule in used), default=DENIAL_VALIDITY)
         # 0 would mean "cache forever" to the plugin: never send it.
         validity = max(1, cacheable_for(validity, not_after, now))
         return {
@@ -411,6 +425,25 @@ class OrthancAuthorizer:
             "roles": {name: {key: sorted(values) for key, values in role.items()} for name, role in sorted(roles.items())},
             "available-labels": sorted(available),
         }
+
+
+def profile_grants(rules: list[CompiledRule]) -> tuple[list[str], list[str], list[CompiledRule]]:
+    """A profile is one list of permissions and one of labels, and the plugin allows any
+    listed permission on any listed label. So a permission is listed only where the rules
+    granting it cover every listed label: never more than validate would grant. Rules that
+    name resources cannot be expressed in a profile; validate alone applies them."""
+    everything = [rule for rule in rules if rule.scope == ScopeKind.ALL]
+    if everything:
+        return sorted({c.value for rule in everything for c in rule.capabilities}), ["*"], everything
+    by_label = [rule for rule in rules if rule.scope == ScopeKind.LABELS]
+    labels = {label for rule in by_label for label in rule.labels}
+    permissions = sorted(
+        capability.value
+        for capability in {c for rule in by_label for c in rule.capabilities}
+        if {label for rule in by_label if capability in rule.capabilities for label in rule.labels} >= labels
+    )
+    used = [rule for rule in by_label if any(c.value in permissions for c in rule.capabilities)]
+    return permissions, sorted(labels) if permissions else [], used
 
 
 def basic_credentials(authorization: str) -> tuple[str, str] | None:

@@ -61,7 +61,9 @@ PROFILES = {
     "all-session": (["all"], ["*"]),
     "view": (["view"], ["*"]),
     "labels": (["view"], ["rig-label"]),
-    "perm": (["view"], []),
+    # Rules that name patients or studies cannot be expressed in a profile (one list of
+    # permissions for one list of labels): the profile grants nothing, validate decides.
+    "perm": ([], []),
     "revoked": ([], []),
     "unknown": ([], []),
     "anonymous": ([], []),
