@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import bindparam, select
+
+if TYPE_CHECKING:
+    import httpx
 
 from server.domain.decision import (
     DENIAL_VALIDITY,
@@ -483,8 +485,17 @@ class AncestryLookup:
         self._timeout = timeout
         self._capacity = capacity
         self._known: dict[tuple[int, Level, str], dict[Level, Identifiers]] = {}
-        self._client = httpx.Client(timeout=timeout)
+        self._client: httpx.Client | None = None
         self.lookups = 0
+
+    def _http(self) -> httpx.Client:
+        # Made on first use: most deployments never look up an ancestry, and building the
+        # client (and importing httpx) is a tenth of a second of every start.
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self._timeout)
+        return self._client
 
     def known(self, server: ServerInfo, level: Level, orthanc_id: str | None) -> bool:
         """Whether ``ancestors`` would answer without asking Orthanc."""
@@ -505,7 +516,7 @@ class AncestryLookup:
             while current_level in _PARENT:
                 path, parent_field, parent_level = _PARENT[current_level]
                 self.lookups += 1
-                response = self._client.get(f"{server.rest_url}/{path}/{current_id}", auth=server.rest_auth)
+                response = self._http().get(f"{server.rest_url}/{path}/{current_id}", auth=server.rest_auth)
                 if response.status_code != 200:
                     log.warning("ancestry of %s %s on %s: Orthanc answered %s", current_level.value, current_id, server.name, response.status_code)
                     return None
@@ -519,7 +530,7 @@ class AncestryLookup:
                     parent_uid = document.get("PatientMainDicomTags", {}).get("PatientID")
                 found[parent_level] = Identifiers(orthanc_id=parent_id, dicom_uid=parent_uid)
                 current_level, current_id = parent_level, parent_id
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # any failure (network, HTTP, malformed answer) means "unknown": fail closed
             log.warning("ancestry of %s %s on %s failed: %s", level.value, orthanc_id, server.name, error)
             return None
         if len(self._known) >= self._capacity:
@@ -528,7 +539,8 @@ class AncestryLookup:
         return found
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def compile_rule(
