@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event, text
@@ -39,7 +38,6 @@ class Generation:
     def __init__(self) -> None:
         self._value = 0
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
 
     @property
     def value(self) -> int:
@@ -48,11 +46,6 @@ class Generation:
     def bump(self) -> None:
         with self._lock:
             self._value += 1
-        for listener in self._listeners:
-            listener()
-
-    def on_bump(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
 
 
 def watch_writes(factory: sessionmaker[Session], generation: Generation, *, notify: bool) -> None:
@@ -96,14 +89,15 @@ def watch_writes(factory: sessionmaker[Session], generation: Generation, *, noti
         session.info.pop(_PENDING, None)
 
 
-class PostgresListener:
-    """Listens for ``NOTIFY portico_authz`` from other replicas and bumps the generation."""
+class _Watcher:
+    """A background thread that bumps ``generation`` when another process changed something."""
 
-    def __init__(self, url: str, generation: Generation) -> None:
-        self._url = url
+    name = "portico-watch"
+
+    def __init__(self, generation: Generation) -> None:
         self._generation = generation
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="portico-authz-listen", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -111,6 +105,19 @@ class PostgresListener:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresListener(_Watcher):
+    """Listens for ``NOTIFY portico_authz`` from other replicas and bumps the generation."""
+
+    name = "portico-authz-listen"
+
+    def __init__(self, url: str, generation: Generation) -> None:
+        super().__init__(generation)
+        self._url = url
 
     def _run(self) -> None:
         import psycopg
@@ -131,7 +138,7 @@ class PostgresListener:
                 self._stop.wait(1.0)
 
 
-class SqliteChangeWatcher:
+class SqliteChangeWatcher(_Watcher):
     """Notices relevant commits made by other processes on the same SQLite file (another
     worker, a ``portico import``) through the ``authz_generation`` counter that every such
     commit increments, and bumps the generation.
@@ -141,19 +148,12 @@ class SqliteChangeWatcher:
     and so the cached decisions, alone.
     """
 
+    name = "portico-sqlite-watch"
+
     def __init__(self, path: str, generation: Generation, interval: float = 0.25) -> None:
+        super().__init__(generation)
         self._path = path
-        self._generation = generation
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="portico-sqlite-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         import sqlite3
