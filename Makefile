@@ -16,13 +16,26 @@ BASE_DEBS := python3 python3-venv python3-pip
 
 .PHONY: run test serve lint typecheck clean debs
 
-.stamp-debs: Makefile
-	@missing=$$(for p in $(QT_DEBS) $(TEST_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+# Installs the Debian packages named in $(1) that are missing.
+define install_debs
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages: $$missing"; \
+		echo "installing Debian packages:" $$missing; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+.stamp-debs: Makefile
+	$(call install_debs,$(QT_DEBS))
+	@touch $@
+
+# Only the tests need Orthanc; they start their own. On a systemd host the package starts
+# a system Orthanc on 8042/4242: stop and disable it, it is not ours.
+.stamp-test-debs: Makefile
+	$(call install_debs,$(TEST_DEBS))
+	@if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled orthanc >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO systemctl disable --now orthanc || true; fi
 	@touch $@
 
 $(BIN)/python:
@@ -45,7 +58,7 @@ serve: .stamp-install
 	$(BIN)/portico serve
 
 ## make test: the whole test suite (PostgreSQL tests need 127.0.0.1:5432; in CI they must run).
-test: .stamp-debs .stamp-install
+test: .stamp-debs .stamp-test-debs .stamp-install
 	$(BIN)/python -m pytest
 
 lint: .stamp-install
