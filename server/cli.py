@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="the JSON file ('-' for standard input)")
     importer.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
     _add_database_options(importer)
+    keys = commands.add_parser("keys", help="Portico's token signing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    rotate = key_commands.add_parser(
+        "rotate", help="make the next key sign; the old one keeps verifying until its tokens expire"
+    )
+    _add_database_options(rotate)
+
     orthanc_config = commands.add_parser(
         "orthanc-config", help="print the Orthanc 'Authorization' block of an imaging server, with a new plugin credential"
     )
@@ -333,6 +340,24 @@ def command_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_keys(args: argparse.Namespace) -> int:
+    from server.services.audit import Actor
+    from server.services.portico import open_portico
+    from server.services.signing_keys import rotate
+
+    portico = open_portico(_settings(args))
+    try:
+        active, upcoming = rotate(portico.db, portico.box, Actor.system("keys rotate"))
+    finally:
+        portico.close()
+    print(f"signing with key {active} now; key {upcoming} is published as the next one")
+    print(
+        "the previous key stays published until the tokens it signed have expired "
+        f"({portico.settings.access_token_seconds} s); running servers switch at once (SQLite: within 0.25 s)"
+    )
+    return EXIT_OK
+
+
 def command_orthanc_config(args: argparse.Namespace) -> int:
     from sqlalchemy import or_, select
 
@@ -370,6 +395,7 @@ COMMANDS = {
     "export": command_export,
     "import": command_import,
     "orthanc-config": command_orthanc_config,
+    "keys": command_keys,
 }
 
 

@@ -28,6 +28,7 @@ class Settings:
     secret_key: str | None = None
     key_file: Path | None = None
     admin_session_seconds: int = 12 * 3600
+    access_token_seconds: int = 15 * 60
     login_limit_per_user: str = "10/15 minutes"
     login_limit_per_address: str = "50/15 minutes"
     max_body_bytes: int = 1_048_576

@@ -54,6 +54,23 @@ def create_app(portico: Portico) -> PorticoApp:
             raise ServiceUnavailable(f"the database schema is at {revision}, expected {migrate.head_revision()}")
         return OrjsonResponse({"status": "ready", "schema": revision})
 
+    @app.get("/.well-known/jwks.json", tags=["Token services"], summary="The keys that verify Portico's tokens")
+    def jwks() -> OrjsonResponse:
+        return OrjsonResponse(portico.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    @app.get("/.well-known/openid-configuration", tags=["Token services"], summary="Where Portico's token services are")
+    def openid_configuration() -> OrjsonResponse:
+        issuer = portico.tokens.issuer.rstrip("/")
+        return OrjsonResponse(
+            {
+                "issuer": portico.tokens.issuer,
+                "jwks_uri": f"{issuer}/.well-known/jwks.json",
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+                "subject_types_supported": ["public"],
+            }
+        )
+
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics", response_class=Response)
     def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -27,7 +27,7 @@ GENERATION_KEY = "authz_generation"
 # decisions do not depend on them.
 BOOKKEEPING = "portico_bookkeeping"
 WATCHED_TABLES = frozenset(
-    {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions"}
+    {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions", "signing_keys"}
 )
 _PENDING = "portico_authz_changed"
 

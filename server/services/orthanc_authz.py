@@ -37,6 +37,7 @@ from server.domain.orthanc import DEFAULT_PERMISSION_TABLE, Level, Method, Permi
 from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, SelectorKind, TokenPrefix
 from server.services import secrets_tokens
 from server.services.accounts import verify_user_token
+from server.services.portico_tokens import PorticoTokens
 from server.services.authz_state import Generation
 from server.services.secretbox import SecretBox
 from server.storage.database import Database
@@ -46,6 +47,7 @@ from server.storage.tables import (
     Group,
     ImagingServer,
     Membership,
+    Session,
     Share,
     User,
 )
@@ -134,6 +136,11 @@ _SUBJECT_RULES = (
     .where(Membership.user_id == bindparam("user_id"), (AccessRule.imaging_server_id + 0) == bindparam("server_id"))
     .order_by(AccessRule.id)
 )
+_TOKEN_SESSION = (
+    select(Session.user_id, Session.revoked_at, Session.expires_at, User.is_active)
+    .join(User, User.id == Session.user_id)
+    .where(Session.id == bindparam("session_id"))
+)
 _SHARE_TOKEN = select(Share.id, Share.secret_hash, Share.expires_at).where(Share.public_id == bindparam("public_id"))
 
 
@@ -176,8 +183,10 @@ class OrthancAuthorizer:
         generation: Generation,
         clock: Callable[[], float] = time.time,
         ancestry: AncestryLookup | None = None,
+        tokens: PorticoTokens | None = None,
     ) -> None:
         self._db = db
+        self._portico_tokens = tokens
         self._box = box
         self._ancestry = ancestry or AncestryLookup()
         self._generation = generation
@@ -277,6 +286,8 @@ class OrthancAuthorizer:
         return info
 
     def _load_token(self, token: str) -> TokenInfo | None:
+        if token.count(".") == 2 and self._portico_tokens is not None:
+            return self._load_portico_token(token)
         presented = secrets_tokens.parse(token)
         if presented is None:
             return None
@@ -288,6 +299,21 @@ class OrthancAuthorizer:
                 return TokenInfo(user_id=None, expires_at=_epoch(share.expires_at), share_id=share.id)
             verified = verify_user_token(connection, token, datetime.now(UTC))
             return None if verified is None else TokenInfo(user_id=verified.user_id, expires_at=_epoch(verified.expires_at))
+
+    def _load_portico_token(self, token: str) -> TokenInfo | None:
+        """A Portico access token: signature, issuer, audience and times, then its session
+        (not revoked, not expired) and its user (active)."""
+        assert self._portico_tokens is not None
+        verified = self._portico_tokens.verify(token)
+        if verified is None:
+            return None
+        with self._db.engine.connect() as connection:
+            row = connection.execute(_TOKEN_SESSION, {"session_id": verified.session_id}).first()
+        if row is None or row.user_id != verified.user_id or row.revoked_at is not None or not row.is_active:
+            return None
+        session_end = _epoch(row.expires_at)
+        expires_at = verified.expires_at if session_end is None else min(verified.expires_at, session_end)
+        return TokenInfo(user_id=verified.user_id, expires_at=expires_at)
 
     def subject(self, info: TokenInfo, server: ServerInfo, *, io: bool = True) -> Subject | None:
         if info.share_id is not None:

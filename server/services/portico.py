@@ -11,6 +11,8 @@ from datetime import timedelta
 from server.services.accounts import LoginLimiter
 from server.services.authz_state import Generation, PostgresListener, SqliteChangeWatcher, watch_writes
 from server.services.orthanc_authz import OrthancAuthorizer
+from server.services.portico_tokens import PorticoTokens
+from server.services.signing_keys import KeyRing, ensure_keys
 from server.services.site import get_site
 from server.services.secretbox import SecretBox, load_or_create_key_file, verify_or_record_key
 from server.settings import Settings
@@ -30,6 +32,8 @@ class Portico:
     limiter: LoginLimiter
     generation: Generation
     authorizer: OrthancAuthorizer
+    keys: KeyRing
+    tokens: PorticoTokens
     listener: PostgresListener | SqliteChangeWatcher | None = None
 
     @property
@@ -67,13 +71,16 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None, list
         box = load_secret_box(settings, create=True)
         with db.writing() as session:
             verify_or_record_key(session, box)
-            get_site(session)  # every later read finds the one Site row
+            issuer = get_site(session).base_url  # every later read finds the one Site row
+            ensure_keys(session, box)
     except BaseException:
         db.dispose()
         raise
     limiter = LoginLimiter(settings.login_limit_per_user, settings.login_limit_per_address)
     generation = Generation()
     watch_writes(db.write_sessions, generation, notify=not db.is_sqlite)
+    keys = KeyRing(db, box, timedelta(seconds=settings.access_token_seconds), generation)
+    tokens = PorticoTokens(keys, issuer, timedelta(seconds=settings.access_token_seconds))
     listener: PostgresListener | SqliteChangeWatcher | None = None
     if listen_for_changes:
         # Other processes' commits: NOTIFY on PostgreSQL, the file's data_version on SQLite.
@@ -88,6 +95,8 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None, list
         box=box,
         limiter=limiter,
         generation=generation,
-        authorizer=OrthancAuthorizer(db, box, generation),
+        authorizer=OrthancAuthorizer(db, box, generation, tokens=tokens),
+        keys=keys,
+        tokens=tokens,
         listener=listener,
     )

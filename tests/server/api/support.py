@@ -25,6 +25,8 @@ PUBLIC_OPERATIONS = frozenset(
         ("get", "/metrics"),
         ("get", f"{API}/openapi.json"),
         ("get", f"{API}/docs"),
+        ("get", "/.well-known/jwks.json"),
+        ("get", "/.well-known/openid-configuration"),
     }
 )
 

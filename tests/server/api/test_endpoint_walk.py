@@ -276,6 +276,8 @@ WALKED: set[tuple[str, str]] = {
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/.well-known/jwks.json"),
+    ("get", "/.well-known/openid-configuration"),
 }
 for _entity in ENTITIES:
     _base = f"{API}/{_entity.path}"
@@ -1229,6 +1231,10 @@ def test_operations_endpoints(live_server: LiveServer) -> None:
         metrics = anonymous.get("/metrics")
         assert metrics.status_code == 200 and "portico_http_requests_total" in metrics.text
         assert anonymous.get(f"{API}/docs").status_code == 200
+        keys = anonymous.get("/.well-known/jwks.json").json()["keys"]
+        assert keys and all(key["alg"] == "ES256" and "d" not in key for key in keys)
+        configuration = anonymous.get("/.well-known/openid-configuration").json()
+        assert configuration["jwks_uri"] == configuration["issuer"].rstrip("/") + "/.well-known/jwks.json"
 
 
 def test_unknown_endpoints_and_methods(api: httpx.Client) -> None:

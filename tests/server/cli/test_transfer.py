@@ -192,12 +192,12 @@ class Target:
             engine.dispose()
 
     def assert_untouched(self) -> None:
-        """Only what opening the installation creates: the Site row, the key check and the
-        authorization generation counter; no record, no audit event."""
+        """Only what opening the installation creates: the Site row, the key check, the
+        authorization generation counter, and the two signing keys with their audit events."""
         names = sorted(Base.metadata.tables)
         *counts, site = self.query(*(f"SELECT count(*) FROM {name}" for name in names), "SELECT production_url FROM site")
         non_empty = {name: rows[0][0] for name, rows in zip(names, counts, strict=True) if rows[0][0]}
-        assert non_empty == {"site": 1, "portico_meta": 2}, non_empty
+        assert non_empty == {"site": 1, "portico_meta": 2, "signing_keys": 2, "audit_events": 2}, non_empty
         assert site[0][0] != PRODUCTION_URL
 
 
