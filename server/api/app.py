@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import __version__
 from server.api import admin, errors, orthanc
+from server.services import rfc7662
 from server.api.middleware import BodyLimit, HttpSeries, Metrics
 from server.api.responses import OrjsonResponse
 from server.contract.errors import ServiceUnavailable
@@ -70,6 +73,23 @@ def create_app(portico: Portico) -> PorticoApp:
                 "subject_types_supported": ["public"],
             }
         )
+
+    @app.post(
+        "/oauth2/introspect", tags=["Token services"], summary="RFC 7662 token introspection (HTTP Basic client authentication)"
+    )
+    async def introspection(request: Request) -> OrjsonResponse:
+        authorization = request.headers.get("authorization", "")
+        client = await run_in_threadpool(portico.authorizer.client, authorization)
+        if client is None:
+            return OrjsonResponse(
+                {"error": "invalid_client", "error_description": "authenticate with HTTP Basic and an imaging server's plugin credential"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="portico"'},
+            )
+        form = parse_qs((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True)
+        token = (form.get("token") or [""])[0]
+        answer = await run_in_threadpool(rfc7662.introspect, portico.db, portico.authorizer, portico.tokens, token)
+        return OrjsonResponse(answer, headers={"Cache-Control": "no-store"})
 
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics", response_class=Response)
     def metrics(_request: Request) -> Response:

@@ -257,6 +257,18 @@ class OrthancAuthorizer:
             return None
         return accepted[0]
 
+    def client(self, authorization: str) -> ServerInfo | None:
+        """The imaging server whose plugin credential ``authorization`` (HTTP Basic) carries,
+        for the token services (introspection) where no server is named in the URL."""
+        credentials = basic_credentials(authorization) if len(authorization) <= 1024 else None
+        if credentials is None or not secrets_tokens.is_plain(credentials[0]):
+            return None
+        with self._db.reading() as session:
+            token = session.scalar(
+                select(ImagingServer.token).join(Credential, Credential.imaging_server_id == ImagingServer.id).where(Credential.public_id == credentials[0])
+            )
+        return None if token is None else self.caller(token, authorization)
+
     def _load_caller(self, server_token: str, authorization: str) -> tuple[ServerInfo, float | None] | None:
         credentials = basic_credentials(authorization)
         server = self.server(server_token)

@@ -27,6 +27,8 @@ PUBLIC_OPERATIONS = frozenset(
         ("get", f"{API}/docs"),
         ("get", "/.well-known/jwks.json"),
         ("get", "/.well-known/openid-configuration"),
+        # RFC 7662: its own client authentication and error format (tests/server/authz/test_introspection.py).
+        ("post", "/oauth2/introspect"),
     }
 )
 

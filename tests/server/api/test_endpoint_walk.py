@@ -278,6 +278,7 @@ WALKED: set[tuple[str, str]] = {
     ("get", "/metrics"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
+    ("post", "/oauth2/introspect"),  # walked in tests/server/authz/test_introspection.py
 }
 for _entity in ENTITIES:
     _base = f"{API}/{_entity.path}"
