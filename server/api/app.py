@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server import __version__
 from server.api import admin, errors, orthanc
 from server.services import rfc7662
+from server.services.orthanc_authz import basic_credentials
 from server.api.middleware import BodyLimit, HttpSeries, Metrics
 from server.api.responses import OrjsonResponse
 from server.contract.errors import ServiceUnavailable
@@ -37,6 +38,7 @@ def create_app(portico: Portico) -> PorticoApp:
     )
     app.state.portico = portico
     registry = CollectorRegistry()
+    refusals = PluginRefusals(portico.db)
     errors.install(app)
     app.include_router(admin.router)
 
@@ -81,6 +83,11 @@ def create_app(portico: Portico) -> PorticoApp:
         authorization = request.headers.get("authorization", "")
         client = await run_in_threadpool(portico.authorizer.client, authorization)
         if client is None:
+            address = request.client.host if request.client else None
+            if not refusals.allowed(address):
+                return OrjsonResponse({"error": "invalid_client", "error_description": "too many refused credentials; try again later"}, status_code=429)
+            credentials = basic_credentials(authorization)
+            await run_in_threadpool(refusals.record, address, "/oauth2/introspect", credentials[0] if credentials else "?", "introspection client refused")
             return OrjsonResponse(
                 {"error": "invalid_client", "error_description": "authenticate with HTTP Basic and an imaging server's plugin credential"},
                 status_code=401,
@@ -98,7 +105,7 @@ def create_app(portico: Portico) -> PorticoApp:
     series = HttpSeries(registry)
     app.add_middleware(Metrics, series=series)
     app.add_middleware(BodyLimit, max_bytes=portico.settings.max_body_bytes)
-    service = orthanc.OrthancService(portico.authorizer, ShareService(portico.db), PluginRefusals(portico.db))
+    service = orthanc.OrthancService(portico.authorizer, ShareService(portico.db), refusals)
     plugin_service = Metrics(service, series)
     return PorticoApp(app, plugin_service)
 

@@ -99,10 +99,17 @@ def login(
         with db.writing() as session:
             audit.record(session, actor, "auth.login", outcome=AuditOutcome.DENIED, detail="rate limited")
         raise
+    # argon2 takes ~0.1 s: check the password outside any write transaction, so that other
+    # writers (on SQLite, every writer) do not queue behind a login.
+    with db.reading() as session:
+        found = session.execute(
+            select(User.id, User.password_hash, User.is_active).where(User.username_key == username_key)
+        ).first()
+    password_ok = verify_password(found.password_hash if found else None, password)
     with db.writing() as session:
-        user = session.scalar(select(User).where(User.username_key == username_key))
-        password_ok = verify_password(user.password_hash if user else None, password)
-        if user is not None and password_ok and user.is_active:
+        user = session.get(User, found.id) if found is not None else None
+        # Re-read in the write transaction: the user may have changed during the check.
+        if user is not None and password_ok and user.is_active and user.password_hash == found.password_hash:  # type: ignore[union-attr]
             limiter.forgive(username_key)
             return _open_session(session, user, password, address, user_agent, lifetime)
         reason = "unknown user" if user is None else ("wrong password" if not password_ok else "inactive user")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import event, text
@@ -26,6 +27,9 @@ GENERATION_KEY = "authz_generation"
 # Bulk statements marked with this execution option only keep books (last seen, last used):
 # decisions do not depend on them.
 BOOKKEEPING = "portico_bookkeeping"
+# However quiet the other processes seem, cached decisions are rebuilt this often: a
+# notification lost with a silently dropped connection cannot keep a revoked grant alive.
+FULL_REFRESH_SECONDS = 60.0
 WATCHED_TABLES = frozenset(
     {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions", "signing_keys"}
 )
@@ -125,13 +129,22 @@ class PostgresListener(_Watcher):
         conninfo = self._url.replace("postgresql+psycopg://", "postgresql://")
         while not self._stop.is_set():
             try:
-                with psycopg.connect(conninfo, autocommit=True) as connection:
+                # Keepalives: a connection dropped without a word (NAT, failover) is noticed in
+                # seconds, not in the two hours of the system default.
+                with psycopg.connect(
+                    conninfo, autocommit=True, keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3
+                ) as connection:
                     connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     # Whatever happened while (re)connecting is unknown: start afresh.
                     self._generation.bump()
+                    refreshed = time.monotonic()
                     while not self._stop.is_set():
                         for _ in connection.notifies(timeout=1.0, stop_after=1):
                             self._generation.bump()
+                        if time.monotonic() - refreshed > FULL_REFRESH_SECONDS:
+                            connection.execute("SELECT 1")  # raises if the connection is gone
+                            self._generation.bump()
+                            refreshed = time.monotonic()
             except Exception as error:  # keep listening across database restarts
                 log.warning("authorization change listener lost its connection (%s); reconnecting", error)
                 self._generation.bump()
@@ -158,19 +171,25 @@ class SqliteChangeWatcher(_Watcher):
     def _run(self) -> None:
         import sqlite3
 
-        connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
         query = "SELECT value FROM portico_meta WHERE key = ?"
-        try:
-            last = connection.execute(query, (GENERATION_KEY,)).fetchone()
-            while not self._stop.wait(self._interval):
-                try:
-                    version = connection.execute(query, (GENERATION_KEY,)).fetchone()
-                except sqlite3.Error as error:
-                    log.warning("cannot watch the database for changes (%s); dropping cached decisions", error)
-                    self._generation.bump()
-                    continue
-                if version != last:
-                    last = version
-                    self._generation.bump()
-        finally:
+        last: object = None
+        refreshed = time.monotonic()
+        connection: sqlite3.Connection | None = None
+        while not self._stop.wait(self._interval):
+            try:
+                if connection is None:
+                    connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+                version = connection.execute(query, (GENERATION_KEY,)).fetchone()
+            except Exception as error:  # never die silently: without this thread, other processes' changes go unseen
+                log.warning("cannot watch the database for changes (%s); dropping cached decisions", error)
+                self._generation.bump()
+                if connection is not None:
+                    connection.close()
+                connection = None
+                continue
+            if version != last or time.monotonic() - refreshed > FULL_REFRESH_SECONDS:
+                last = version
+                refreshed = time.monotonic()
+                self._generation.bump()
+        if connection is not None:
             connection.close()

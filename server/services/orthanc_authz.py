@@ -11,6 +11,8 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -509,6 +511,7 @@ def _may_need_ancestry(subject: Subject, requirement: Requirement, resource: Res
     )
 
 
+_ORTHANC_ID = re.compile(r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$")
 _PARENT = {Level.INSTANCE: ("instances", "ParentSeries", Level.SERIES), Level.SERIES: ("series", "ParentStudy", Level.STUDY), Level.STUDY: ("studies", "ParentPatient", Level.PATIENT)}
 
 
@@ -524,16 +527,18 @@ class AncestryLookup:
         self._capacity = capacity
         self._known: dict[tuple[int, Level, str], dict[Level, Identifiers]] = {}
         self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
         self.lookups = 0
 
     def _http(self) -> httpx.Client:
         # Made on first use: most deployments never look up an ancestry, and building the
         # client (and importing httpx) is a tenth of a second of every start.
-        if self._client is None:
-            import httpx
+        with self._client_lock:
+            if self._client is None:
+                import httpx
 
-            self._client = httpx.Client(timeout=self._timeout)
-        return self._client
+                self._client = httpx.Client(timeout=self._timeout)
+            return self._client
 
     def known(self, server: ServerInfo, level: Level, orthanc_id: str | None) -> bool:
         """Whether ``ancestors`` would answer without asking Orthanc."""
@@ -544,6 +549,8 @@ class AncestryLookup:
     def ancestors(self, server: ServerInfo, level: Level, orthanc_id: str | None) -> dict[Level, Identifiers] | None:
         if not orthanc_id or server.rest_auth is None or server.rest_url is None or level not in _PARENT:
             return None
+        if not _ORTHANC_ID.match(orthanc_id):
+            return None  # not an Orthanc id: it must not steer the URL we ask Orthanc
         key = (server.id, level, orthanc_id)
         known = self._known.get(key)
         if known is not None:
@@ -563,6 +570,8 @@ class AncestryLookup:
                     # This document also tells the study's own UID, which a study selector names.
                     found[Level.STUDY] = Identifiers(current_id, document.get("MainDicomTags", {}).get("StudyInstanceUID"))
                 parent_id = document[parent_field]
+                if not isinstance(parent_id, str) or not _ORTHANC_ID.match(parent_id):
+                    return None
                 parent_uid = None
                 if parent_level == Level.PATIENT:
                     parent_uid = document.get("PatientMainDicomTags", {}).get("PatientID")

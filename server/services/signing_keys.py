@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from server.domain.vocabulary import EntityType, SigningKeyState
@@ -69,8 +69,18 @@ def _new_key(session: Session, box: SecretBox, state: SigningKeyState, actor: Ac
     return row
 
 
+_PG_KEYS_LOCK = 0x4B455953  # "KEYS"
+
+
+def _lock(session: Session) -> None:
+    # Replicas starting together (or a rotation during a start) must not each add keys.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_KEYS_LOCK})
+
+
 def ensure_keys(session: Session, box: SecretBox) -> None:
     """An installation always has an active key and a next one (made on first start)."""
+    _lock(session)
     states = {row.state for row in session.scalars(select(SigningKey).where(SigningKey.state != SigningKeyState.RETIRED))}
     actor = Actor.system("keys")
     if SigningKeyState.ACTIVE not in states:
@@ -83,7 +93,10 @@ def rotate(db: Database, box: SecretBox, actor: Actor) -> tuple[str, str]:
     """next → active, active → retired, and a new next. Returns (new active kid, new next kid)."""
     with db.writing() as session:
         ensure_keys(session, box)
-        rows = {row.state: row for row in session.scalars(select(SigningKey).where(SigningKey.state != SigningKeyState.RETIRED))}
+        current = list(session.scalars(select(SigningKey).where(SigningKey.state != SigningKeyState.RETIRED)))
+        rows = {row.state: row for row in current}
+        if len(current) != 2:
+            raise RuntimeError(f"expected one active and one next signing key, found {sorted(row.state for row in current)}")
         now = utcnow()
         old, promoted = rows[SigningKeyState.ACTIVE], rows[SigningKeyState.NEXT]
         old.state, old.retired_at = SigningKeyState.RETIRED.value, now

@@ -114,3 +114,10 @@ def test_ten_kinds_of_bad_token_are_inactive(server: LiveServer, world: dict[str
         assert answer.status_code == 200, (kind, answer.text)
         assert answer.json() == {"active": False}, kind
     assert _introspect(server, world, valid).json()["active"] is True
+
+
+def test_a_refused_introspection_client_is_audited(server: LiveServer, world: dict[str, Any]) -> None:
+    assert _introspect(server, world, "x", auth=("poc_nobody", "guess")).status_code == 401
+    events = server.client.get("/api/v1/audit-events", params={"action": "orthanc.authenticate", "actor": "orthanc-plugin:poc_nobody"}).json()
+    assert events["total"] >= 1 and events["items"][0]["outcome"] == "denied"
+    assert "guess" not in str(events)
