@@ -99,7 +99,9 @@ def rotate(db: Database, box: SecretBox, actor: Actor) -> tuple[str, str]:
             raise RuntimeError(f"expected one active and one next signing key, found {sorted(row.state for row in current)}")
         now = utcnow()
         old, promoted = rows[SigningKeyState.ACTIVE], rows[SigningKeyState.NEXT]
+        # One step at a time: at no moment may two keys be active (a unique index says so).
         old.state, old.retired_at = SigningKeyState.RETIRED.value, now
+        session.flush()
         promoted.state, promoted.activated_at = SigningKeyState.ACTIVE.value, now
         session.flush()
         created = _new_key(session, box, SigningKeyState.NEXT, actor)

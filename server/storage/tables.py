@@ -316,6 +316,16 @@ class Share(Versioned, Base):
 
 class SigningKey(Base):
     __tablename__ = "signing_keys"
+    # At most one active and one next key, whatever races the code may lose.
+    __table_args__ = (
+        Index(
+            "uq_signing_keys_one_per_live_state",
+            "state",
+            unique=True,
+            sqlite_where=text("state IN ('active', 'next')"),
+            postgresql_where=text("state IN ('active', 'next')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kid: Mapped[str] = mapped_column(String(64), unique=True)
