@@ -35,7 +35,7 @@ class BadCall(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """What the handlers need to know of one HTTP request."""
 
@@ -105,13 +105,16 @@ def _text(body: dict[str, Any], *names: str, required: bool = False) -> str | No
     return None
 
 
+_MEMBERS: dict[type, dict[str, Any]] = {kind: {member.value: member for member in kind} for kind in (Level, Method)}
+
+
 def _enum(body: dict[str, Any], name: str, kind: type[Level] | type[Method]) -> Any:
     value = _text(body, name, required=True)
-    try:
-        return kind(value.lower())  # type: ignore[union-attr]
-    except ValueError:
+    member = _MEMBERS[kind].get(value.lower())  # type: ignore[union-attr]
+    if member is None:
         allowed = ", ".join(member.value for member in kind)
-        raise BadCall(400, "bad_field", f"'{name}' must be one of {allowed}, not {value!r}") from None
+        raise BadCall(400, "bad_field", f"'{name}' must be one of {allowed}, not {value!r}")
+    return member
 
 
 def _labels(body: dict[str, Any]) -> frozenset[str]:

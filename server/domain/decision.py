@@ -18,13 +18,13 @@ DENIAL_VALIDITY = 5
 SUPERUSER_VALIDITY = 60
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identifiers:
     orthanc_id: str | None = None
     dicom_uid: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resource:
     level: Level
     orthanc_id: str | None = None
@@ -35,7 +35,7 @@ class Resource:
     ancestors: Mapping[Level, Identifiers] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
     rule_id: int
     group: str
@@ -66,7 +66,7 @@ class Subject:
         object.__setattr__(self, "has_resource_rules", any(rule.scope == ScopeKind.RESOURCES for rule in self.rules))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     granted: bool
     validity: int
