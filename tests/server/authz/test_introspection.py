@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.services.portico import open_portico
 from server.settings import Settings
-from server.storage.tables import Session, User, utcnow
+from server.storage.tables import utcnow
 from tests.conftest import LiveServer, start_live_server
+from tests.support.tokens import sso_token
 
 pytestmark = pytest.mark.slow
 
@@ -37,19 +38,10 @@ def world(server: LiveServer) -> dict[str, Any]:
 
 
 def _user_and_session(server: LiveServer, name: str, lifetime: timedelta = timedelta(hours=1)) -> tuple[int, str, str]:
-    """A user with an SSO session and a Portico token for it; returns (user id, session id, token)."""
-    portico = open_portico(Settings(data_dir=server.data_dir), migrate_schema=False)
-    try:
-        with portico.db.writing() as session:
-            user = User(username=name, username_key=name, email=f"{name}@hospital.example", source="idp")
-            session.add(user)
-            session.flush()
-            row = Session(id=secrets.token_hex(12), user_id=user.id, kind="sso", expires_at=utcnow() + lifetime)
-            session.add(row)
-            session.flush()
-            return user.id, row.id, portico.tokens.issue(user, row.id)
-    finally:
-        portico.close()
+    """A new IdP user with an SSO session and a Portico token for it: (user id, session id, token)."""
+    user = server.client.post("/api/v1/users", json={"username": name, "email": f"{name}@hospital.example"}).json()
+    token, session_id = sso_token(server.data_dir, user["id"], lifetime)
+    return user["id"], session_id, token
 
 
 def _signed(server: LiveServer, **changes: Any) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,11 +14,11 @@ import httpx
 import jwt
 import pytest
 
-from server.domain.vocabulary import SessionKind
-from server.services.portico import Portico, open_portico
+from server.services.portico import open_portico
 from server.settings import Settings
 from server.storage.tables import Session, User, utcnow
 from tests.conftest import LiveServer, portico_env, run_cli, start_live_server
+from tests.support.tokens import sso_token
 
 pytestmark = pytest.mark.slow
 
@@ -44,24 +43,8 @@ def world(server: LiveServer) -> dict[str, Any]:
     return {"user_id": user["id"], "auth": (credential["username"], credential["secret"])}
 
 
-def _in_process(server: LiveServer) -> Portico:
-    return open_portico(Settings(data_dir=server.data_dir), migrate_schema=False)
-
-
 def _sso_token(server: LiveServer, user_id: int, lifetime: timedelta = timedelta(hours=1)) -> tuple[str, str]:
-    """An SSO session and a Portico token for it, as the login flow (issue 3) will make them."""
-    portico = _in_process(server)
-    try:
-        with portico.db.writing() as session:
-            row = Session(id=secrets.token_hex(12), user_id=user_id, kind=SessionKind.SSO.value, expires_at=utcnow() + lifetime)
-            session.add(row)
-            session.flush()
-            user = session.get(User, user_id)
-            assert user is not None
-            token = portico.tokens.issue(user, row.id)
-            return token, row.id
-    finally:
-        portico.close()
+    return sso_token(server.data_dir, user_id, lifetime)
 
 
 def _validate(server: LiveServer, world: dict[str, Any], token: str) -> dict[str, Any]:
