@@ -17,9 +17,12 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.services.console_credential import ConsoleCredential
 
 log = logging.getLogger("portico")
 
@@ -48,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="refuse to start on an old schema instead of migrating it")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--embedded", action="store_true",
+        help="run as the desktop console's child: listen on 127.0.0.1 only, hand a one-time console "
+        "credential to the parent in the ready line, and stop when standard input closes",
+    )
     _add_database_options(serve)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
@@ -111,7 +119,52 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
     return sock
 
 
-def _run_server(settings: Settings, sock: socket.socket, args: argparse.Namespace, *, migrate_schema: bool) -> None:
+def _die_with_parent() -> None:
+    """Linux: have the kernel send SIGTERM when the parent dies, even by SIGKILL.
+
+    The portable guard is the stdin pipe (see ``_stop_at_end_of_input``); this one also
+    covers a parent that is killed before its pipe is noticed."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_at_end_of_input(server: Any) -> None:
+    """The console holds our stdin open; when it exits or crashes the pipe reaches EOF."""
+    import threading
+
+    def watch() -> None:
+        # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the
+        # buffered reader holds its lock, and the interpreter aborts on it at exit.
+        try:
+            descriptor = sys.stdin.fileno()
+            while os.read(descriptor, 4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        log.info("standard input closed: the console is gone, stopping")
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="portico-stdin-watch", daemon=True).start()
+
+
+def _run_server(
+    settings: Settings,
+    sock: socket.socket,
+    args: argparse.Namespace,
+    *,
+    migrate_schema: bool,
+    console: ConsoleCredential | None = None,
+) -> None:
     import uvicorn
 
     from server.api.app import create_app
@@ -128,10 +181,17 @@ def _run_server(settings: Settings, sock: socket.socket, args: argparse.Namespac
             await super().startup(sockets)
             if not self.should_exit:
                 # One machine-readable line: the console (and tests) wait for it to learn the port.
-                print(json.dumps({"event": "ready", "url": f"http://{host}:{port}", "pid": os.getpid()}), flush=True)
+                ready: dict[str, Any] = {"event": "ready", "url": f"http://{host}:{port}", "pid": os.getpid()}
+                if console is not None:
+                    # stdout is a pipe to the console that started us: the credential goes
+                    # nowhere else (not to disk, not to the command line, not to the log).
+                    ready["console_token"] = console.token
+                print(json.dumps(ready), flush=True)
 
+    application = create_app(portico)
+    application.state.console_credential = console
     config = uvicorn.Config(
-        create_app(portico),
+        application,
         log_level=args.log_level,
         access_log=args.access_log,
         lifespan="off",
@@ -143,8 +203,11 @@ def _run_server(settings: Settings, sock: socket.socket, args: argparse.Namespac
     # which tells a supervisor (or the console) that the stop was clean.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
+    server = ReadyServer(config)
+    if console is not None:
+        _stop_at_end_of_input(server)
     try:
-        ReadyServer(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         portico.close()
 
@@ -160,13 +223,23 @@ def command_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("portico serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    console: ConsoleCredential | None = None
+    if args.embedded:
+        if args.workers != 1:
+            print("portico serve: --embedded runs one worker", file=sys.stderr)
+            return EXIT_USAGE
+        from server.services.console_credential import ConsoleCredential
+
+        _die_with_parent()
+        args.host = "127.0.0.1"  # the console's own server is never reachable from the network
+        console = ConsoleCredential.generate()
     if args.workers == 1:
         try:
             sock = _listening_socket(args.host, args.port, reuse_port=False)
         except OSError as error:
             print(f"portico serve: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
             return EXIT_FAILED
-        _run_server(settings, sock, args, migrate_schema=not args.no_migrate)
+        _run_server(settings, sock, args, migrate_schema=not args.no_migrate, console=console)
         return EXIT_OK
     if args.port == 0:
         print("portico serve: several workers need a fixed --port", file=sys.stderr)

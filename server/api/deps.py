@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from server.contract.errors import NotAuthenticated, PermissionDenied
 from server.domain.vocabulary import Action, EntityType
 from server.services import accounts
+from server.services.console_credential import ConsoleCredential
 from server.services.principal import Principal
 from server.services.portico import Portico
 from server.services.records import WriteContext
@@ -41,6 +42,10 @@ def get_principal(
             "authentication required: send 'Authorization: Bearer <token>' (log in at POST /api/v1/auth/login)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    # Set only by `portico serve --embedded`: the console that started this process.
+    console: ConsoleCredential | None = getattr(request.app.state, "console_credential", None)
+    if console is not None and console.matches(credentials.credentials):
+        return console.principal(client_address(request))
     return accounts.authenticate(portico.db, credentials.credentials, client_address(request))
 
 

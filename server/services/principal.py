@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from server.domain.vocabulary import Action, EntityType, permission_name
 from server.services.audit import Actor
 
+# The user id of principals that act for no user: the commands (import, orthanc-config) and
+# the embedded console's owner credential. Database ids start at 1, so 0 names nobody, and
+# such a principal's audit events carry no user id.
+NO_USER = 0
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -21,7 +26,7 @@ class Principal:
 
     @property
     def actor(self) -> Actor:
-        return Actor(name=self.username, user_id=self.user_id, address=self.address)
+        return Actor(name=self.username, user_id=None if self.user_id == NO_USER else self.user_id, address=self.address)
 
     def may(self, entity: EntityType, action: Action) -> bool:
         """Superusers may do everything; staff only what they were granted; others nothing."""
