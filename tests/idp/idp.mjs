@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 
 import * as jose from 'jose';
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 
 const HOST = '127.0.0.1';
 const GROUP_AND_ROLE_CLAIMS = [
@@ -293,6 +293,11 @@ const ttl = {
   ...(config.ttl ?? {}),
 };
 
+// oidc-provider asks native (loopback) clients for consent on every request, even with an
+// existing grant; Cognito never does.
+const policy = interactionPolicy.base();
+policy.get('consent').checks.remove('native_client_prompt');
+
 const provider = new Provider(issuer, {
   adapter: UnboundedAdapter,
   jwks: { keys: [signingJwk] },
@@ -347,6 +352,7 @@ ${autoForm}
     },
   },
   interactions: {
+    policy,
     url: (ctx, interaction) => `/interaction/${interaction.uid}`,
   },
   // No consent screen: the grant covers whatever the client asked for (Cognito has no
