@@ -38,6 +38,18 @@ endef
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO systemctl disable --now orthanc || true; fi
 	@touch $@
 
+# The test identity provider (tests/idp: oidc-provider 8.8.1, which also runs on Debian 12's
+# Node.js 18). Reinstalled when the lock file changes or node_modules has gone.
+.PHONY: .npm-missing
+.stamp-npm: tests/idp/package-lock.json $(if $(wildcard tests/idp/node_modules/oidc-provider/package.json),,.npm-missing)
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		echo "installing Debian packages: nodejs npm"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; \
+	fi
+	npm ci --prefix tests/idp --no-audit --no-fund
+	@touch $@
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -58,7 +70,7 @@ serve: .stamp-install
 	$(BIN)/portico serve
 
 ## make test: the whole test suite (PostgreSQL tests need 127.0.0.1:5432; in CI they must run).
-test: .stamp-debs .stamp-test-debs .stamp-install
+test: .stamp-debs .stamp-test-debs .stamp-npm .stamp-install
 	$(BIN)/python -m pytest
 
 lint: .stamp-install
