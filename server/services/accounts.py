@@ -17,7 +17,7 @@ from server.contract.errors import Conflict, ErrorCode, FieldError, NotAuthentic
 from server.domain.vocabulary import AuditOutcome, CredentialKind, EntityType, SessionKind, TokenPrefix, UserSource
 from server.services import audit, secrets_tokens
 from server.services.audit import Actor
-from server.services.authz_state import BOOKKEEPING
+from server.services.authz_state import BOOKKEEPING, ReadConnection
 from server.services.passwords import hash_password, needs_rehash, verify_password
 from server.services.principal import Principal
 from server.storage.database import Database
@@ -188,7 +188,7 @@ _API_TOKEN = (
 )
 
 
-def verify_user_token(connection: DbSession | Connection, token: str, now: datetime) -> UserToken | None:
+def verify_user_token(connection: DbSession | Connection | ReadConnection, token: str, now: datetime) -> UserToken | None:
     """The one check of a user's opaque token, for the admin API and Orthanc's calls alike:
     right secret, not revoked, not expired, its user active."""
     presented = secrets_tokens.parse(token)

@@ -40,7 +40,7 @@ from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, Sele
 from server.services import secrets_tokens
 from server.services.accounts import verify_user_token
 from server.services.portico_tokens import PorticoTokens
-from server.services.authz_state import Generation
+from server.services.authz_state import Generation, PreparedReads
 from server.services.secretbox import SecretBox
 from server.storage.database import Database
 from server.storage.tables import (
@@ -188,6 +188,7 @@ class OrthancAuthorizer:
         tokens: PorticoTokens | None = None,
     ) -> None:
         self._db = db
+        self._reads = PreparedReads(db.engine)
         self._portico_tokens = tokens
         self._box = box
         self._ancestry = ancestry or AncestryLookup()
@@ -305,7 +306,7 @@ class OrthancAuthorizer:
         presented = secrets_tokens.parse(token)
         if presented is None:
             return None
-        with self._db.engine.connect() as connection:
+        with self._reads.connect() as connection:
             if presented.prefix == TokenPrefix.SHARE:
                 share = connection.execute(_SHARE_TOKEN, {"public_id": presented.public_id}).first()
                 if share is None or not secrets_tokens.matches(presented.secret, share.secret_hash):
@@ -321,7 +322,7 @@ class OrthancAuthorizer:
         verified = self._portico_tokens.verify(token)
         if verified is None:
             return None
-        with self._db.engine.connect() as connection:
+        with self._reads.connect() as connection:
             row = connection.execute(_TOKEN_SESSION, {"session_id": verified.session_id}).first()
         if row is None or row.user_id != verified.user_id or row.revoked_at is not None or not row.is_active:
             return None
@@ -338,7 +339,7 @@ class OrthancAuthorizer:
         return self._memo(self._subjects, (user_id, server.id), lambda: self._load_subject(user_id, server.id), io)  # type: ignore[no-any-return]
 
     def _load_subject(self, user_id: int, server_id: int) -> Subject | None:
-        with self._db.engine.connect() as connection:
+        with self._reads.connect() as connection:
             user = connection.execute(_SUBJECT_USER, {"user_id": user_id}).first()
             if user is None or not user.is_active:
                 return None

@@ -1,0 +1,77 @@
+"""The decision path's cold reads run prepared Core statements on a raw DBAPI cursor
+(``authz_state.PreparedReads``): their rows must hold what a Core ``Connection`` returns,
+value for value and type for type, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.services import accounts, orthanc_authz
+from server.services.authz_state import PreparedReads
+from server.services.portico import Portico, open_portico
+from server.settings import Settings
+from server.storage.tables import AccessRule, Credential, Group, ImagingServer, Membership, Session, User, utcnow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def portico(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Portico]:
+    url = request.getfixturevalue("fresh_postgres_database")() if request.param == "postgresql" else None
+    opened = open_portico(Settings(data_dir=tmp_path, database_url=url))
+    yield opened
+    opened.close()
+
+
+def _seed(portico: Portico) -> dict[str, Any]:
+    with portico.db.writing() as session:
+        user = User(username="rita", username_key="rita", source="database", is_superuser=False)
+        group = Group(name="Radiology")
+        server = ImagingServer(token="pacs", name="PACS", scheme="http", hostname="pacs", dicomweb_root="/dicom-web")
+        session.add_all([user, group, server])
+        session.flush()
+        session.add(Membership(user_id=user.id, group_id=group.id))
+        session.add_all([
+            AccessRule(group_id=group.id, imaging_server_id=server.id, scope="all", labels=[], selectors=[], capabilities=["view"], validity=60),
+            AccessRule(
+                group_id=group.id, imaging_server_id=server.id, scope="resources", labels=["a", "b"], capabilities=["view", "download"],
+                selectors=[{"kind": "study-instance-uid", "value": "1.2.3"}], validity=30, expires_at=utcnow() + timedelta(days=1),
+            ),
+        ])
+        session.add(Session(id="s-1", user_id=user.id, kind="sso", expires_at=utcnow() + timedelta(hours=1), revoked_at=utcnow()))
+        session.add(Credential(
+            kind="api-token", public_id="pat_" + secrets.token_hex(12), secret_hash="0" * 64, user_id=user.id,
+            expires_at=utcnow() + timedelta(days=3),
+        ))
+        session.flush()
+        credential = session.query(Credential).filter(Credential.user_id == user.id).one()
+        return {"user_id": user.id, "server_id": server.id, "session_id": "s-1", "public_id": credential.public_id}
+
+
+def test_prepared_rows_equal_core_rows(portico: Portico) -> None:
+    ids = _seed(portico)
+    statements = [
+        (orthanc_authz._SUBJECT_USER, {"user_id": ids["user_id"]}),
+        (orthanc_authz._SUBJECT_RULES, {"user_id": ids["user_id"], "server_id": ids["server_id"]}),
+        (orthanc_authz._SUBJECT_RULES, {"user_id": ids["user_id"], "server_id": ids["server_id"] + 1}),
+        (orthanc_authz._TOKEN_SESSION, {"session_id": ids["session_id"]}),
+        (orthanc_authz._TOKEN_SESSION, {"session_id": "nope"}),
+        (accounts._API_TOKEN, {"public_id": ids["public_id"]}),
+    ]
+    reads = PreparedReads(portico.db.engine)
+    for statement, parameters in statements:
+        with portico.db.engine.connect() as connection:
+            expected = [tuple(row) for row in connection.execute(statement, parameters).all()]
+        with reads.connect() as connection:
+            rows = connection.execute(statement, parameters).all()
+            first = connection.execute(statement, parameters).first()
+        assert [tuple(row) for row in rows] == expected
+        assert [[type(value) for value in row] for row in rows] == [[type(value) for value in row] for row in expected]
+        assert (first is None) == (not expected)
+    with reads.connect() as connection:
+        rule = connection.execute(orthanc_authz._SUBJECT_RULES, statements[1][1]).all()[1]
+    assert rule.selectors == [{"kind": "study-instance-uid", "value": "1.2.3"}] and rule.expires_at.tzinfo is not None
