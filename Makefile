@@ -60,10 +60,10 @@ $(BIN)/python:
 
 debs: .stamp-debs
 
-## make run: Portico on this machine with a local SQLite database, created and migrated on
-## first start. Until the desktop console lands (issue 5) this runs the server alone.
+## make run: the desktop console, with its embedded Portico server (a local SQLite database,
+## created and migrated on first start; the console asks for the first superuser).
 run: .stamp-debs .stamp-install
-	$(BIN)/portico serve
+	$(BIN)/portico
 
 ## make serve: the headless server only.
 serve: .stamp-install

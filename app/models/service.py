@@ -1,0 +1,333 @@
+"""The one facade the views talk to: a QObject over the Qt-free client and embedded server.
+
+Views hold a ``ConsoleService``; they never see HTTP. Every call is ``async`` on the qasync
+loop; the service counts calls in flight and reports "busy" only when one takes longer
+than ``BUSY_DELAY_MS`` (a flicker for every fast call would be noise). Expected failures
+are raised to the caller (typed: ``ApiError`` with ``.code``/``.fields``/``.current``,
+``ServerUnreachable``); unexpected ones from background tasks go to ``notification``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from app.client import (
+    ApiError,
+    ConflictError,
+    Endpoint,
+    ENDPOINTS,
+    ErrorCode,
+    NotAuthenticatedError,
+    PorticoClient,
+    ServerUnreachable,
+    USERS,
+)
+from app.embedded import EmbeddedServer, EmbeddedServerError, default_data_dir
+from app.models.entities import LABELS
+from app.settings import ConsoleSettings, RecentConnection, store_password, stored_password
+
+__all__ = [
+    "ApiError",
+    "BUSY_DELAY_MS",
+    "ConflictError",
+    "ConsoleService",
+    "EmbeddedServerError",
+    "ErrorCode",
+    "NotAuthenticatedError",
+    "RecentConnection",
+    "ServerUnreachable",
+]
+
+log = logging.getLogger("portico.console")
+BUSY_DELAY_MS = 300
+PAGE_LIMIT = 500
+
+
+class ConsoleService(QObject):
+    busy_changed = Signal(bool)
+    notification = Signal(str, str)  # level ("error", "warning", "info"), message
+    server_died = Signal(str)  # what happened, with the end of the server's log
+    connection_changed = Signal()
+
+    def __init__(self, settings: ConsoleSettings | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or ConsoleSettings()
+        self.client: PorticoClient | None = None
+        self.embedded: EmbeddedServer | None = None
+        self.mode = "none"  # "embedded" | "remote" | "attached" | "none"
+        self.url = ""
+        self.username: str | None = None
+        self.target = "not connected"
+        self.server_alive = False
+        self._in_flight = 0
+        self._busy_shown = False
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.setInterval(BUSY_DELAY_MS)
+        self._busy_timer.timeout.connect(self._show_busy)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._label_cache: dict[str, dict[int, str]] = {}
+
+    # ------------------------------------------------------------ busy and errors
+
+    @property
+    def busy(self) -> bool:
+        return self._busy_shown
+
+    def _show_busy(self) -> None:
+        if self._in_flight and not self._busy_shown:
+            self._busy_shown = True
+            self.busy_changed.emit(True)
+
+    @contextlib.asynccontextmanager
+    async def _tracked(self) -> AsyncIterator[PorticoClient]:
+        if self.client is None or self.client.closed:
+            raise ServerUnreachable(self.url or "(none)", "not connected")
+        self._in_flight += 1
+        if self._in_flight == 1:
+            self._busy_timer.start()
+        try:
+            yield self.client
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._busy_timer.stop()
+                if self._busy_shown:
+                    self._busy_shown = False
+                    self.busy_changed.emit(False)
+
+    def report(self, error: BaseException) -> None:
+        """The one sink for what nobody handled: a non-modal notification, never silence."""
+        if isinstance(error, asyncio.CancelledError):
+            return
+        if isinstance(error, ServerUnreachable | ApiError):
+            self.notification.emit("error", str(error) if isinstance(error, ServerUnreachable) else error.message)
+            return
+        log.error("unexpected error", exc_info=error)
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        self.notification.emit("error", f"Unexpected error: {detail}")
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run in the background; its failure is reported, its cancellation is not."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self.report(error)
+
+    # ------------------------------------------------------------ connections
+
+    def _describe(self) -> None:
+        if self.mode == "embedded" and self.embedded is not None:
+            self.target = f"Embedded server ({self.embedded.data_dir})"
+        elif self.mode == "remote":
+            self.target = f"{self.url} as {self.username}"
+        elif self.mode == "attached":
+            self.target = self.url
+        else:
+            self.target = "not connected"
+        self.connection_changed.emit()
+
+    async def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await client.aclose()
+
+    def _embedded_exited(self, code: int) -> None:
+        self.server_alive = False
+        tail = self.embedded.log_tail() if self.embedded is not None else ""
+        message = f"The embedded Portico server stopped unexpectedly (exit code {code})."
+        if tail:
+            message += f"\n\nIts last log lines:\n{tail}"
+        self.server_died.emit(message)
+
+    async def start_embedded(self, data_dir: Path | None = None) -> None:
+        """Start (or restart) the embedded server and sign in with its one-time credential."""
+        await self._close_client()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        self.embedded = EmbeddedServer(data_dir or default_data_dir(), on_exit=self._embedded_exited)
+        info = await self.embedded.start()
+        self.client = PorticoClient(info.url, info.token)
+        self.mode, self.url, self.username = "embedded", info.url, None
+        self.server_alive = True
+        self._label_cache.clear()
+        self._describe()
+
+    async def restart_embedded(self) -> None:
+        data_dir = self.embedded.data_dir if self.embedded is not None else None
+        if self.embedded is not None:
+            await self.embedded.forget()
+        await self.start_embedded(data_dir)
+
+    async def connect_remote(self, url: str, username: str, password: str, *, remember_password: bool = False) -> None:
+        """Log in to a remote Portico; on success it replaces the current connection."""
+        client = PorticoClient(url)
+        try:
+            await client.login(username, password)
+        except BaseException:
+            await client.aclose()
+            raise
+        await self._close_client()
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+        self.client = client
+        self.mode, self.url, self.username = "remote", client.base_url, username
+        self.server_alive = True
+        self._label_cache.clear()
+        self.settings.remember_connection(client.base_url, username)
+        if remember_password:
+            store_password(client.base_url, username, password)
+        self._describe()
+
+    async def attach(self, url: str, token: str) -> None:
+        """Use a server someone else started (tests and benchmarks), with its token."""
+        await self._close_client()
+        self.client = PorticoClient(url, token)
+        self.mode, self.url, self.username = "attached", url, None
+        self.server_alive = True
+        self._label_cache.clear()
+        self._describe()
+
+    def recent_connections(self) -> list[RecentConnection]:
+        return self.settings.recent_connections()
+
+    def stored_password(self, url: str, username: str) -> str | None:
+        return stored_password(url, username)
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self._close_client()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        self.server_alive = False
+
+    # ------------------------------------------------------------ first start
+
+    async def needs_first_superuser(self) -> bool:
+        """An empty database (embedded) has no superuser yet: the console asks for one."""
+        if self.mode not in ("embedded", "attached"):
+            return False
+        page = await self.list_page("users", {"is_superuser": True, "is_active": True, "limit": 1})
+        return page.total == 0
+
+    async def create_first_superuser(self, username: str, password: str, email: str | None) -> BaseModel:
+        body: dict[str, Any] = {"username": username, "password": password, "is_superuser": True, "is_staff": True}
+        if email:
+            body["email"] = email
+        return await self.create("users", body)
+
+    # ------------------------------------------------------------ records
+
+    @staticmethod
+    def endpoint(key: str) -> Endpoint[Any]:
+        return ENDPOINTS[key]
+
+    async def list_page(self, key: str, params: dict[str, Any]) -> Any:
+        async with self._tracked() as client:
+            return await client.list(ENDPOINTS[key], params)
+
+    async def get(self, key: str, record_id: int | str) -> BaseModel:
+        async with self._tracked() as client:
+            record: BaseModel = await client.get(ENDPOINTS[key], record_id)
+            return record
+
+    async def create(self, key: str, body: dict[str, Any]) -> BaseModel:
+        record, _created = await self.create_returning(key, body)
+        return record
+
+    async def create_returning(self, key: str, body: dict[str, Any]) -> tuple[BaseModel, BaseModel | None]:
+        async with self._tracked() as client:
+            result = await client.create_returning(ENDPOINTS[key], body)
+        self._label_cache.pop(key, None)
+        return result
+
+    async def update(self, key: str, record_id: int | str, body: dict[str, Any]) -> BaseModel:
+        async with self._tracked() as client:
+            record: BaseModel = await client.update(ENDPOINTS[key], record_id, body)
+        self._label_cache.pop(key, None)
+        return record
+
+    async def delete(self, key: str, record_id: int | str, version: int | None) -> None:
+        async with self._tracked() as client:
+            await client.delete(ENDPOINTS[key], record_id, version)
+        self._label_cache.pop(key, None)
+
+    async def delete_impact(self, key: str, record_id: int | str) -> Any:
+        async with self._tracked() as client:
+            return await client.delete_impact(ENDPOINTS[key], record_id)
+
+    async def labels(self, key: str, *, refresh: bool = False) -> dict[int, str]:
+        """id -> label of a small referenced entity (providers, groups, imaging servers...).
+
+        At most the first PAGE_LIMIT records: enough for what other records refer to,
+        and users are shown by id past that."""
+        if not refresh and key in self._label_cache:
+            return self._label_cache[key]
+        page = await self.list_page(key, {"limit": PAGE_LIMIT})
+        label = LABELS[key]
+        found = {record.id: label(record) for record in page.items}
+        self._label_cache[key] = found
+        return found
+
+    async def all_records(self, key: str, params: dict[str, Any]) -> list[BaseModel]:
+        """Every record matching a query (for exports), a page of PAGE_LIMIT at a time."""
+        records: list[BaseModel] = []
+        offset = 0
+        while True:
+            page = await self.list_page(key, {**params, "offset": offset, "limit": PAGE_LIMIT})
+            records.extend(page.items)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return records
+
+    async def site(self) -> BaseModel:
+        async with self._tracked() as client:
+            return await client.site()
+
+    async def update_site(self, body: dict[str, Any]) -> BaseModel:
+        async with self._tracked() as client:
+            return await client.update_site(body)
+
+    async def explain(self, body: dict[str, Any]) -> Any:
+        async with self._tracked() as client:
+            return await client.explain(body)
+
+    async def revoke_session(self, session_id: str, reason: str) -> BaseModel:
+        async with self._tracked() as client:
+            return await client.revoke_session(session_id, reason)
+
+    async def change_group_members(self, group_id: int, user_ids: list[int], *, add: bool) -> Any:
+        async with self._tracked() as client:
+            return await client.change_group_members(group_id, user_ids, add=add)
+
+    async def change_user_groups(self, user_id: int, group_ids: list[int], *, add: bool) -> Any:
+        async with self._tracked() as client:
+            return await client.change_user_groups(user_id, group_ids, add=add)
+
+    async def orthanc_config(self, imaging_server_id: int) -> dict[str, Any]:
+        async with self._tracked() as client:
+            return await client.orthanc_config(imaging_server_id)
+
+    async def user_count(self) -> int:
+        async with self._tracked() as client:
+            page = await client.list(USERS, {"limit": 1})
+            return page.total
