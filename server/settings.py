@@ -32,6 +32,12 @@ class Settings:
     login_limit_per_user: str = "10/15 minutes"
     login_limit_per_address: str = "50/15 minutes"
     max_body_bytes: int = 1_048_576
+    # Single sign-on: how long Portico waits for the IdP, how long each step may take.
+    idp_timeout_seconds: float = 10.0
+    sso_session_seconds: int = 12 * 3600
+    refresh_token_seconds: int = 12 * 3600
+    pending_login_seconds: int = 600
+    login_code_seconds: int = 60
     migrate_on_start: bool = True
 
     @property
@@ -63,5 +69,7 @@ class Settings:
             values["login_limit_per_user"] = env["PORTICO_LOGIN_LIMIT_PER_USER"]
         if env.get("PORTICO_LOGIN_LIMIT_PER_ADDRESS"):
             values["login_limit_per_address"] = env["PORTICO_LOGIN_LIMIT_PER_ADDRESS"]
+        if env.get("PORTICO_IDP_TIMEOUT_SECONDS"):
+            values["idp_timeout_seconds"] = float(env["PORTICO_IDP_TIMEOUT_SECONDS"])
         values.update({key: value for key, value in overrides.items() if value is not None})
         return replace(settings, **values)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from server.contract import schemas as s
 from server.contract.errors import ErrorBody, ValidationFailed
 from server.domain.vocabulary import Action, CredentialKind, EntityType
 from server.domain.orthanc import DEFAULT_PERMISSION_TABLE
-from server.services import accounts, entities, explanation, memberships, records, site
+from server.services import accounts, entities, explanation, memberships, records, site, sso_setup
 from server.services.orthanc_config import orthanc_configuration
 from server.services.principal import Principal
 from server.services.records import EntitySpec, WriteContext
@@ -277,6 +277,37 @@ def get_site(portico: PorticoDep, _: Annotated[Principal, Depends(require(Entity
 def update_site(body: s.SiteUpdate, portico: PorticoDep, principal: Annotated[Principal, Depends(require(EntityType.SITE, Action.CHANGE))]) -> Any:
     with portico.db.writing() as session:
         return site.site_read(site.update_site(session, principal.actor, body))
+
+
+# ---------------------------------------------------------------- single sign-on set-up
+
+
+@router.get("/provider-presets", response_model=list[s.PresetRead], tags=["OpenID providers"],
+            summary="What each provider preset fills in")
+def provider_presets(_: Annotated[Principal, Depends(require(EntityType.PROVIDER, Action.VIEW))]) -> Any:
+    return sso_setup.presets()
+
+
+@router.post("/providers/discover", response_model=s.DiscoveryResponse, tags=["OpenID providers"],
+             summary="Read a provider's discovery document into provider fields, saying what is missing")
+def discover_provider(body: s.DiscoveryRequest, portico: PorticoDep,
+                      _: Annotated[Principal, Depends(require(EntityType.PROVIDER, Action.ADD))]) -> Any:
+    return sso_setup.discover(body, portico.settings.idp_timeout_seconds)
+
+
+@router.post("/claim-mapping/evaluate", response_model=s.MappedUserRead, tags=["OpenID providers"],
+             summary="What a claim mapping makes of a set of claims (the console's sandbox)")
+def evaluate_claim_mapping(body: s.ClaimMappingEvaluation,
+                           _: Annotated[Principal, Depends(require(EntityType.PROVIDER, Action.VIEW))]) -> Any:
+    return sso_setup.evaluate(body)
+
+
+@router.get("/auth-servers/{record_id}/urls", response_model=s.AuthServerUrls, tags=["Auth servers"],
+            summary="The login, callback and sign-out URLs to register at the identity provider")
+def auth_server_urls(record_id: PathId, portico: PorticoDep,
+                     _: Annotated[Principal, Depends(require(EntityType.AUTH_SERVER, Action.VIEW))]) -> Any:
+    with portico.db.reading() as session:
+        return sso_setup.urls(session, record_id)
 
 
 # ---------------------------------------------------------------- login, logout, me

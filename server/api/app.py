@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import __version__
-from server.api import admin, errors, orthanc
+from server.api import admin, errors, orthanc, sso
 from server.services import rfc7662
 from server.services.orthanc_authz import basic_credentials
 from server.api.middleware import BodyLimit, HttpSeries, Metrics
@@ -41,6 +41,7 @@ def create_app(portico: Portico) -> PorticoApp:
     refusals = PluginRefusals(portico.db)
     errors.install(app)
     app.include_router(admin.router)
+    app.include_router(sso.build_router(portico))
 
     @app.get("/healthz", tags=["Operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:
@@ -70,6 +71,12 @@ def create_app(portico: Portico) -> PorticoApp:
             {
                 "issuer": portico.tokens.issuer,
                 "jwks_uri": f"{issuer}/.well-known/jwks.json",
+                "authorization_endpoint": f"{issuer}/auth/openid/",
+                "token_endpoint": f"{issuer}/auth/openid/token/",
+                "introspection_endpoint": f"{issuer}/oauth2/introspect",
+                "revocation_endpoint": f"{issuer}/oauth2/revoke",
+                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "response_types_supported": ["code"],
                 "id_token_signing_alg_values_supported": ["ES256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"],
                 "subject_types_supported": ["public"],

@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    UPSTREAM_FAILED = "upstream_failed"
 
 
 class FieldError(BaseModel):
@@ -153,6 +154,13 @@ class InternalError(PorticoError):
     default_code = ErrorCode.INTERNAL_ERROR
 
 
+class UpstreamFailed(PorticoError):
+    """Another server Portico needed (an identity provider, an Orthanc) failed or was unreachable."""
+
+    status = 502
+    default_code = ErrorCode.UPSTREAM_FAILED
+
+
 class ServiceUnavailable(PorticoError):
     status = 503
     default_code = ErrorCode.SERVICE_UNAVAILABLE
@@ -172,6 +180,7 @@ ERROR_CLASSES: dict[int, type[PorticoError]] = {
         ValidationFailed,
         RateLimited,
         InternalError,
+        UpstreamFailed,
         ServiceUnavailable,
     )
 }

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from server.contract.errors import FieldError
 from server.domain.vocabulary import (
     ALL_PERMISSIONS,
     AuditOutcome,
@@ -212,32 +213,38 @@ class ClaimMapping(Strict):
     groups: JmesPath = "groups"
 
 
-class ProviderFields(Strict):
+Scope = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E]{1,100}$")]
+PresetParameter = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^/?#\s]+$")]
+
+
+class ProviderCreate(Strict):
+    """A new provider. Fields left out (or null) take the preset's defaults; endpoints with
+    placeholders (a Keycloak realm, an Entra tenant, a Cognito pool) are filled from
+    ``parameters``."""
+
+    name: Name
     preset: ProviderPreset = ProviderPreset.GENERIC
     scheme: Scheme = "https"
+    hostname: Hostname
+    port: Port | None = None
     description: Description = ""
-    issuer: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    scopes: list[Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E]{1,100}$")]] = Field(
-        default_factory=lambda: ["openid", "email", "profile"], max_length=30
+    parameters: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}$")], PresetParameter] = Field(
+        default_factory=dict, max_length=10, description="Values for the preset's placeholders, e.g. {\"realm\": \"hospital\"}."
     )
-    login_classes: Annotated[str, StringConstraints(max_length=200)] = ""
+    authorization_endpoint: Endpoint | None = None
+    token_endpoint: Endpoint | None = None
+    revoke_endpoint: Endpoint | None = None
+    userinfo_endpoint: Endpoint | None = None
+    jwks_uri: Endpoint | None = None
+    issuer: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    scopes: list[Scope] | None = Field(None, max_length=30)
+    login_classes: Annotated[str, StringConstraints(max_length=200)] | None = None
     use_state: bool = True
     use_nonce: bool = True
     use_pkce: bool = True
     require_id_token: bool = True
-    token_endpoint_auth_method: TokenEndpointAuthMethod = TokenEndpointAuthMethod.CLIENT_SECRET_BASIC
-    claim_mapping: ClaimMapping = Field(default_factory=ClaimMapping)
-
-
-class ProviderCreate(ProviderFields):
-    name: Name
-    hostname: Hostname
-    port: Port | None = None
-    authorization_endpoint: Endpoint
-    token_endpoint: Endpoint
-    revoke_endpoint: Endpoint | None = None
-    userinfo_endpoint: Endpoint | None = None
-    jwks_uri: Endpoint | None = None
+    token_endpoint_auth_method: TokenEndpointAuthMethod | None = None
+    claim_mapping: ClaimMapping | None = None
 
 
 class ProviderUpdate(UpdateBase):
@@ -252,9 +259,9 @@ class ProviderUpdate(UpdateBase):
     revoke_endpoint: Endpoint | None = None
     userinfo_endpoint: Endpoint | None = None
     jwks_uri: Endpoint | None = None
-    issuer: str | None = None
-    scopes: list[str] | None = None
-    login_classes: str | None = None
+    issuer: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    scopes: list[Scope] | None = Field(None, max_length=30)
+    login_classes: Annotated[str, StringConstraints(max_length=200)] | None = None
     use_state: bool | None = None
     use_nonce: bool | None = None
     use_pkce: bool | None = None
@@ -864,3 +871,63 @@ class DeleteImpact(BaseModel):
     target: str
     removes: dict[str, int]
     blocked_by: dict[str, int] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- single sign-on helpers
+
+
+class PresetRead(BaseModel):
+    preset: ProviderPreset
+    title: str
+    hostname_hint: str
+    parameters: list[str] = Field(description="Placeholders to give in ProviderCreate.parameters.")
+    authorization_endpoint: str | None
+    token_endpoint: str | None
+    revoke_endpoint: str | None
+    userinfo_endpoint: str | None
+    jwks_uri: str | None
+    issuer: str | None
+    scopes: list[str]
+    login_classes: str
+    token_endpoint_auth_method: TokenEndpointAuthMethod
+    claim_mapping: ClaimMapping
+    notes: str
+
+
+class DiscoveryRequest(Strict):
+    url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
+        description="The issuer URL or its /.well-known/openid-configuration."
+    )
+    preset: ProviderPreset = ProviderPreset.GENERIC
+
+
+class DiscoveryResponse(BaseModel):
+    discovery_url: str
+    provider: dict[str, Any] = Field(description="Fields for ProviderCreate (add a name).")
+    missing: list[FieldError]
+    warnings: list[str]
+
+
+class ClaimMappingEvaluation(Strict):
+    mapping: ClaimMapping
+    claims: dict[str, Any] = Field(description="ID-token claims merged with userinfo, as a JSON object.")
+
+
+class MappedUserRead(BaseModel):
+    username: str | None
+    email: str | None
+    first_name: str
+    last_name: str
+    groups: list[str]
+    usable: bool
+    problems: list[FieldError]
+
+
+class AuthServerUrls(BaseModel):
+    login: str
+    callback: str
+    logout: str
+    token: str
+    default_login: str | None = Field(description="The short login URL, for the default auth server only.")
+    warnings: list[str]
+    policy: str

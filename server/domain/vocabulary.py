@@ -138,3 +138,5 @@ class TokenPrefix(StrEnum):
     API_TOKEN = "pat"
     ORTHANC_PLUGIN = "poc"
     SHARE = "pst"
+    REFRESH_TOKEN = "prt"
+    LOGIN_CODE = "plc"  # the one-time code a viewer exchanges for its first tokens

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any
 
 from sqlalchemy import func, select, text
 
 from server.contract.errors import Conflict, ErrorCode, FieldError, PermissionDenied, ValidationFailed
+from server.domain.presets import PRESETS, fill, origin
 from server.domain.vocabulary import (
     Action,
     CredentialKind,
     EntityType,
+    ProviderPreset,
     ScopeKind,
     TokenPrefix,
     UserSource,
@@ -44,6 +47,41 @@ def _common_sort(table: Any, *names: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- providers
 
+
+def _provider_before_create(_ctx: WriteContext, _row: Any, values: Values) -> None:
+    """Fill what the administrator left out from the preset; refuse what is still missing."""
+    preset = PRESETS[ProviderPreset(values["preset"])]
+    parameters: dict[str, str] = values.pop("parameters", None) or {}
+    parameters["origin"] = origin(values["scheme"], values["hostname"], values.get("port"))
+    missing: list[FieldError] = []
+    for name, template in preset.endpoint_fields.items():
+        if values.get(name) is not None:
+            continue
+        filled, unfilled = fill(template, parameters)
+        if unfilled:
+            already = {error.field for error in missing}
+            if name in ("authorization_endpoint", "token_endpoint") and f"parameters.{unfilled[0]}" not in already:
+                missing.append(FieldError(
+                    field=f"parameters.{unfilled[0]}",
+                    message=f"the {preset.title} preset needs {', '.join(unfilled)} to build {name}; give it, or give the endpoint",
+                ))
+            continue  # optional endpoints stay empty until the administrator fills them
+        values[name] = filled
+    for name in ("authorization_endpoint", "token_endpoint"):
+        if values.get(name) is None and not any(error.field.startswith("parameters.") for error in missing):
+            missing.append(FieldError(field=name, message="required for a generic provider (or import it from a discovery URL)"))
+    if missing:
+        raise ValidationFailed("the provider is missing endpoints", fields=missing)
+    if values.get("scopes") is None:
+        values["scopes"] = list(preset.scopes)
+    if values.get("login_classes") is None:
+        values["login_classes"] = preset.login_classes
+    if values.get("token_endpoint_auth_method") is None:
+        values["token_endpoint_auth_method"] = preset.token_endpoint_auth_method.value
+    if values.get("claim_mapping") is None:
+        values["claim_mapping"] = dataclasses.asdict(preset.claim_mapping)
+
+
 PROVIDERS: EntitySpec[Provider] = EntitySpec(
     entity=EntityType.PROVIDER,
     table=Provider,
@@ -56,6 +94,8 @@ PROVIDERS: EntitySpec[Provider] = EntitySpec(
     unique={"name": Provider.name},
     cascades=(Dependent("external identities", ExternalIdentity.provider_id),),
     blockers=(Dependent("auth servers", AuthServer.provider_id),),
+    virtual=frozenset({"parameters"}),
+    before_create=_provider_before_create,
 )
 
 

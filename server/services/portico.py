@@ -13,6 +13,7 @@ from server.services.authz_state import Generation, PostgresListener, SqliteChan
 from server.services.orthanc_authz import OrthancAuthorizer
 from server.services.portico_tokens import PorticoTokens
 from server.services.signing_keys import KeyRing, ensure_keys
+from server.services.sso import SingleSignOn
 from server.services.site import get_site
 from server.services.secretbox import SecretBox, load_or_create_key_file, verify_or_record_key
 from server.settings import Settings
@@ -34,6 +35,7 @@ class Portico:
     authorizer: OrthancAuthorizer
     keys: KeyRing
     tokens: PorticoTokens
+    sso: SingleSignOn
     listener: PostgresListener | SqliteChangeWatcher | None = None
 
     @property
@@ -44,6 +46,7 @@ class Portico:
         if self.listener is not None:
             self.listener.stop()
         self.authorizer.close()
+        self.sso.close()
         self.db.dispose()
 
 
@@ -98,5 +101,6 @@ def open_portico(settings: Settings, *, migrate_schema: bool | None = None, list
         authorizer=OrthancAuthorizer(db, box, generation, tokens=tokens),
         keys=keys,
         tokens=tokens,
+        sso=SingleSignOn(db, box, settings, tokens),
         listener=listener,
     )

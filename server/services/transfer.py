@@ -289,7 +289,7 @@ class _Importer:
         for index, provider in enumerate(document.providers):
             self._upsert("provider", f"providers.{index}", repr(provider.name), entities.PROVIDERS,
                          self._by(Provider, Provider.name, provider.name), s.ProviderRead,
-                         provider.model_dump(exclude_unset=False), s.ProviderCreate, s.ProviderUpdate)
+                         provider.model_dump(exclude_unset=False, exclude={"parameters"}), s.ProviderCreate, s.ProviderUpdate)
         for index, group in enumerate(document.groups):
             self._upsert("group", f"groups.{index}", repr(group.name), entities.GROUPS,
                          self._by(Group, Group.name, group.name), s.GroupRead, group.model_dump(), s.GroupCreate, s.GroupUpdate)

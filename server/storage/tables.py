@@ -285,6 +285,55 @@ class Session(Base):
         return self.revoked_at is None and self.expires_at > utcnow()
 
 
+class PendingLogin(Base):
+    """A browser on its way through the IdP: what the callback must find and check.
+
+    Found by a hash of the secret in the browser's login cookie (so the callback is bound
+    to the browser that started it); ``state`` is compared as a hash too.
+    """
+
+    __tablename__ = "sso_pending_logins"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie secret
+    auth_server_id: Mapped[int] = mapped_column(ForeignKey("auth_servers.id", ondelete="CASCADE"), index=True)
+    state_hash: Mapped[str | None] = mapped_column(String(64))
+    nonce: Mapped[str | None] = mapped_column(String(64))
+    code_verifier_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    callback_url: Mapped[str] = mapped_column(String(2000))  # the redirect_uri sent to the IdP
+    redirect_uri: Mapped[str] = mapped_column(String(2000))  # where the one-time code goes
+    client_state: Mapped[str | None] = mapped_column(String(500))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+
+
+class OneTimeCode(Base):
+    """The code a viewer exchanges once, at the token endpoint, for its first tokens."""
+
+    __tablename__ = "sso_one_time_codes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the code
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class RefreshToken(Base):
+    """Opaque, rotated on use; a second use of a used one revokes its session."""
+
+    __tablename__ = "sso_refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the token's public id
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
 class Credential(Versioned, Base):
     __tablename__ = "credentials"
 

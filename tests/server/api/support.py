@@ -29,6 +29,16 @@ PUBLIC_OPERATIONS = frozenset(
         ("get", "/.well-known/openid-configuration"),
         # RFC 7662: its own client authentication and error format (tests/server/authz/test_introspection.py).
         ("post", "/oauth2/introspect"),
+        # The single-sign-on broker: browsers and viewers, before they have any token
+        # (tests/server/sso/). Logout and RFC 7009 take the token they end as credential.
+        ("get", "/auth/openid/"),
+        ("get", "/auth/openid/{token}/"),
+        ("get", "/auth/openid/{token}/callback/"),
+        ("post", "/auth/openid/token/"),
+        ("post", "/auth/openid/{token}/token/"),
+        ("post", "/auth/openid/logout/"),
+        ("post", "/auth/openid/{token}/logout/"),
+        ("post", "/oauth2/revoke"),
     }
 )
 

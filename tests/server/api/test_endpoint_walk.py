@@ -77,7 +77,7 @@ ENTITIES: tuple[Entity, ...] = (
     Entity(
         "providers",
         _provider,
-        required=("name", "hostname", "authorization_endpoint", "token_endpoint"),
+        required=("name", "hostname"),  # endpoints: only a generic provider must name them (below)
         wrong_types=(("port", "not-a-number"), ("name", 12345), ("use_pkce", "sometimes"), ("scopes", "openid")),
         search="name",
         change={"description": "changed by the walk", "port": 9443},
@@ -279,6 +279,19 @@ WALKED: set[tuple[str, str]] = {
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("post", "/oauth2/introspect"),  # walked in tests/server/authz/test_introspection.py
+    # Walked in tests/server/sso/: the single-sign-on set-up API and the broker itself.
+    ("get", f"{API}/provider-presets"),
+    ("post", f"{API}/providers/discover"),
+    ("post", f"{API}/claim-mapping/evaluate"),
+    ("get", f"{API}/auth-servers/{{record_id}}/urls"),
+    ("get", "/auth/openid/"),
+    ("get", "/auth/openid/{token}/"),
+    ("get", "/auth/openid/{token}/callback/"),
+    ("post", "/auth/openid/token/"),
+    ("post", "/auth/openid/{token}/token/"),
+    ("post", "/auth/openid/logout/"),
+    ("post", "/auth/openid/{token}/logout/"),
+    ("post", "/oauth2/revoke"),
 }
 for _entity in ENTITIES:
     _base = f"{API}/{_entity.path}"
@@ -564,6 +577,9 @@ def test_create_with_an_unknown_field_names_it(api: httpx.Client, world: World, 
         pytest.param("access-rules", {"capabilities": ["fly"]}, "capabilities.0", id="unknown-capability"),
         pytest.param("shares", {"type": "viewer", "resources": [{"level": "study"}]}, "resources.0", id="resource-naming-nothing"),
         pytest.param("shares", {"type": "Not A Type", "resources": [{"level": "study", "url": "x"}]}, "type", id="share-type-pattern"),
+        pytest.param("providers", {"name": "p", "hostname": "h", "token_endpoint": "/t"}, "authorization_endpoint", id="generic-without-authorization-endpoint"),
+        pytest.param("providers", {"name": "p", "hostname": "h", "authorization_endpoint": "/a"}, "token_endpoint", id="generic-without-token-endpoint"),
+        pytest.param("providers", {"name": "p", "preset": "keycloak", "hostname": "h"}, "parameters.realm", id="keycloak-without-realm"),
         pytest.param("providers", {"name": "p", "hostname": "bad host", "authorization_endpoint": "/a", "token_endpoint": "/t"}, "hostname", id="hostname-with-space"),
         pytest.param("providers", {"name": "p", "hostname": "h", "authorization_endpoint": "ftp://x", "token_endpoint": "/t"}, "authorization_endpoint", id="endpoint-scheme"),
         pytest.param("users", {"username": "a b"}, "username", id="username-with-space"),
