@@ -83,3 +83,17 @@ def test_a_taken_username_gets_a_deterministic_suffix_and_it_is_recorded(cognito
     assert claims["username"] == f"{name}-3"
     events = cognito.api.get(f"{API}/audit-events", params={"action": "user.create", "target_id": claims["sub"]}).json()["items"]
     assert len(events) == 1 and f"the username '{name}' was taken" in events[0]["detail"]
+
+
+def test_the_default_auth_server_answers_at_the_short_url(portico, idp) -> None:  # type: ignore[no-untyped-def]
+    from tests.server.sso.conftest import wire
+
+    default = wire(portico, idp, preset="cognito", auth_server_overrides={"is_default": True})
+    assert default.auth_server["is_default"]
+    assert default.urls["default_login"] == f"{portico.url}/auth/openid/"
+    browser = default.browser()
+    browser.get(str(httpx.URL(default.urls["default_login"], params={"redirect_uri": VIEWER_URL})))
+    sent = parse_qs(urlsplit(next(url for url in browser.urls if "/oauth2/authorize" in url)).query)
+    assert sent["client_id"] == [default.auth_server["client_id"]]
+    landing = browser.login("alice", "alice-password")
+    assert landing.stopped and default.tokens(landing.query["code"]).status_code == 200
