@@ -80,11 +80,11 @@ class PagedTableModel(QAbstractTableModel):
             if task is not None and not task.done():
                 task.cancel()
         self._more = None
+        self._set_loading(True)  # at once: a caller may look before the task has started
         self._task = asyncio.ensure_future(self._load(self._generation, 0))
         return self._task
 
     async def _load(self, generation: int, offset: int) -> None:
-        self._set_loading(True)
         try:
             page = await self._fetch(self.params(offset))
         except asyncio.CancelledError:
@@ -127,6 +127,7 @@ class PagedTableModel(QAbstractTableModel):
     def fetchMore(self, parent: AnyIndex = QModelIndex()) -> None:  # noqa: B008
         if not self.canFetchMore(parent):
             return
+        self._set_loading(True)
         self._more = asyncio.ensure_future(self._load(self._generation, len(self.rows)))
 
     async def fetch_all_loaded(self) -> None:

@@ -60,8 +60,13 @@ def show_inline(label: QLabel, level: str, text: str) -> None:
     label.style().polish(label)
 
 
+def counted(count: int, name: str) -> str:
+    name = name.replace("_", " ")
+    return f"{count:,} {name[:-1] if count == 1 and name.endswith('s') else name}"
+
+
 def impact_sentence(target: str, noun: str, removes: dict[str, int]) -> str:
-    parts = [f"{count} {name.replace('_', ' ')}" for name, count in removes.items() if count]
+    parts = [counted(count, name) for name, count in removes.items() if count]
     if not parts:
         return f"Delete the {noun} “{target}”? Nothing else is removed with it."
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -138,6 +143,9 @@ class EntityPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)
+        # No column sorted at first: the server's default order (enabling sorting would
+        # otherwise sort by the first column at once, descending).
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
         self.table.horizontalHeader().setSortIndicatorShown(True)
         self.table.horizontalHeader().setStretchLastSection(True)
@@ -505,7 +513,7 @@ class EntityPanel(QWidget):
             return
         label = self.spec.label(record)
         if impact.blocked_by:
-            blocked = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in impact.blocked_by.items())
+            blocked = ", ".join(counted(count, name) for name, count in impact.blocked_by.items())
             dialog = MessageDialog("Cannot delete", f"The {self.spec.noun} “{label}” is still used by {blocked}; change those first.", parent=self)
             self.last_dialog = dialog
             await run_dialog(dialog)

@@ -203,7 +203,12 @@ class FieldEditor(QWidget):
                 else:
                     widget.setPlainText("" if value is None else str(value))
             elif isinstance(widget, QLineEdit):
-                widget.setText("" if value is None or kind == Kind.SECRET else (value if isinstance(value, str) else display(value) if kind == Kind.READONLY else str(value)))
+                if value is None:
+                    widget.setText("")
+                elif isinstance(value, str):
+                    widget.setText(value)
+                else:
+                    widget.setText(display(value) if kind == Kind.READONLY else str(value))
         finally:
             widget.blockSignals(False)
 
