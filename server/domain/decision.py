@@ -162,15 +162,19 @@ def decide(
     *,
     explain: bool = True,
 ) -> Decision:
+    # Every reason is given as ``note(lambda: ...)``, guarded by ``if explain`` on the
+    # per-rule path, so that Orthanc's calls (explain=False) build no closure per rule.
     note = _Trace(explain) if explain else _SILENT
     if requirement is None:
         note(lambda: f"no row of the permission table covers this call ({resource.uri}): denied")
         return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
-    note(lambda: requirement.reason)
+    if explain:
+        note(lambda: requirement.reason)
     if subject is None:
         note(lambda: "no valid token (anonymous, unknown, expired or revoked): denied")
-        return Decision(False, DENIAL_VALIDITY, tuple(note.lines))
-    if requirement.free:
+        return _DENIED if not explain else Decision(False, DENIAL_VALIDITY, tuple(note.lines))
+    needed = requirement.capabilities
+    if not needed:
         note(lambda: f"{subject.username}: granted, the call needs no permission")
         return Decision(True, DENIAL_VALIDITY, tuple(note.lines))
     if subject.is_superuser:
@@ -181,15 +185,17 @@ def decide(
     for rule in subject.rules:
         considered.append(rule.rule_id)
         if rule.expires_at is not None and rule.expires_at <= now:
-            note(lambda: f"rule {rule.rule_id} ({rule.group}): expired")
+            if explain:
+                note(lambda: f"rule {rule.rule_id} ({rule.group}): expired")
             continue
-        if not (rule.capabilities & requirement.capabilities):
-            note(
-                lambda: f"rule {rule.rule_id} ({rule.group}): grants {sorted(c.value for c in rule.capabilities)}, "
-                f"not {'|'.join(sorted(c.value for c in requirement.capabilities))}"
-            )
+        if rule.capabilities.isdisjoint(needed):
+            if explain:
+                note(
+                    lambda: f"rule {rule.rule_id} ({rule.group}): grants {sorted(c.value for c in rule.capabilities)}, "
+                    f"not {'|'.join(sorted(c.value for c in needed))}"
+                )
             continue
-        if _scope_matches(rule, resource, note):
+        if (rule.scope is ScopeKind.ALL and not explain) or _scope_matches(rule, resource, note):
             matched.append(rule)
     if not considered:
         note(lambda: f"{subject.username} has no access rule on this imaging server (through any group): denied")
@@ -201,3 +207,6 @@ def decide(
     validity = cacheable_for(min(cacheable_for(rule.validity, rule.expires_at, now) for rule in matched), not_after, now)
     note(lambda: f"{subject.username}: granted by rule(s) {', '.join(str(r.rule_id) for r in matched)}; Orthanc may cache this for {validity} s")
     return Decision(True, validity, tuple(note.lines), tuple(r.rule_id for r in matched), tuple(considered))
+
+
+_DENIED = Decision(False, DENIAL_VALIDITY, ())

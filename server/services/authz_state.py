@@ -43,16 +43,14 @@ class Generation:
     """A counter that says whether cached authorization data is still current."""
 
     def __init__(self) -> None:
-        self._value = 0
+        # A plain attribute, read on every decision (a property would be a call); only
+        # ``bump`` writes it, under the lock.
+        self.value = 0
         self._lock = threading.Lock()
-
-    @property
-    def value(self) -> int:
-        return self._value
 
     def bump(self) -> None:
         with self._lock:
-            self._value += 1
+            self.value += 1
 
 
 def watch_writes(factory: sessionmaker[Session], generation: Generation, *, notify: bool) -> None:

@@ -215,8 +215,9 @@ class OrthancAuthorizer:
             self._seen_generation = generation
         return generation
 
-    def _memo(self, cache: _Cache, key: Any, load: Callable[[], Any], io: bool, *, keep_none: bool = True) -> Any:
-        generation = self._current()
+    def _memo(self, cache: _Cache, key: Any, load: Callable[[], Any], io: bool, *, keep_none: bool = True, generation: int | None = None) -> Any:
+        if generation is None:
+            generation = self._current()
         entry = cache.get(key)
         if entry is not None and entry[0] == generation:
             return entry[1]
@@ -294,8 +295,8 @@ class OrthancAuthorizer:
 
     # ------------------------------------------------------------ whose token
 
-    def verify_token(self, token: str, *, io: bool = True) -> TokenInfo | None:
-        info: TokenInfo | None = self._memo(self._tokens, token_digest(token), lambda: self._load_token(token), io)
+    def verify_token(self, token: str, *, io: bool = True, generation: int | None = None) -> TokenInfo | None:
+        info: TokenInfo | None = self._memo(self._tokens, token_digest(token), lambda: self._load_token(token), io, generation=generation)
         if info is not None and info.expires_at is not None and info.expires_at <= self._clock():
             return None
         return info
@@ -330,13 +331,17 @@ class OrthancAuthorizer:
         expires_at = verified.expires_at if session_end is None else min(verified.expires_at, session_end)
         return TokenInfo(user_id=verified.user_id, expires_at=expires_at)
 
-    def subject(self, info: TokenInfo, server: ServerInfo, *, io: bool = True) -> Subject | None:
+    def subject(self, info: TokenInfo, server: ServerInfo, *, io: bool = True, generation: int | None = None) -> Subject | None:
         if info.share_id is not None:
             share_id = info.share_id
-            return self._memo(self._shares, (share_id, server.id), lambda: self._load_share_subject(share_id, server), io)  # type: ignore[no-any-return]
+            return self._memo(  # type: ignore[no-any-return]
+                self._shares, (share_id, server.id), lambda: self._load_share_subject(share_id, server), io, generation=generation
+            )
         user_id = info.user_id
         assert user_id is not None
-        return self._memo(self._subjects, (user_id, server.id), lambda: self._load_subject(user_id, server.id), io)  # type: ignore[no-any-return]
+        return self._memo(  # type: ignore[no-any-return]
+            self._subjects, (user_id, server.id), lambda: self._load_subject(user_id, server.id), io, generation=generation
+        )
 
     def _load_subject(self, user_id: int, server_id: int) -> Subject | None:
         with self._reads.connect() as connection:
@@ -376,12 +381,16 @@ class OrthancAuthorizer:
             )
             return Subject(user_id=0, username=f"share {share.public_id}", is_superuser=False, rules=(rule,))
 
-    def subject_for_token(self, server: ServerInfo, token: str | None, *, io: bool = True) -> tuple[Subject | None, float | None]:
+    def subject_for_token(
+        self, server: ServerInfo, token: str | None, *, io: bool = True, generation: int | None = None
+    ) -> tuple[Subject | None, float | None]:
         """Whose token this is on this server, and until when the token itself is valid."""
         if not token:
             return None, None
-        info = self.verify_token(token, io=io)
-        return (None, None) if info is None else (self.subject(info, server, io=io), info.expires_at)
+        if generation is None:
+            generation = self._current()
+        info = self.verify_token(token, io=io, generation=generation)
+        return (None, None) if info is None else (self.subject(info, server, io=io, generation=generation), info.expires_at)
 
     def subject_for_user(self, server: ServerInfo, user_id: int) -> Subject | None:
         return self.subject(TokenInfo(user_id=user_id, expires_at=None), server)
@@ -391,9 +400,11 @@ class OrthancAuthorizer:
     def close(self) -> None:
         self._ancestry.close()
 
-    def requirement(self, server: ServerInfo, method: Method, level: Level, uri: str | None) -> Requirement | None:
-        key = (server.id, method, level, uri)
-        generation = self._current()
+    def requirement(self, server: ServerInfo, method: Method, level: Level, uri: str | None, generation: int | None = None) -> Requirement | None:
+        # The members' values as the key: hashing a str is cached, an Enum's hash is a Python call.
+        key = (server.id, method.value, level.value, uri)
+        if generation is None:
+            generation = self._current()
         entry = self._requirements.get(key)
         if entry is not None and entry[0] == generation:
             return entry[1]  # type: ignore[no-any-return]
@@ -403,11 +414,11 @@ class OrthancAuthorizer:
 
     def decide(self, server: ServerInfo, subject: Subject | None, method: Method, level: Level,
                orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
-               not_after: float | None = None, *, io: bool = True, explain: bool = True) -> Decision:
+               not_after: float | None = None, *, io: bool = True, explain: bool = True, generation: int | None = None) -> Decision:
         """The one decision, for Orthanc's validate calls and for the explain API alike.
         ``not_after``: when the presented token expires; no grant may be cached past it."""
-        requirement = self.requirement(server, method, level, uri)
-        resource = Resource(level=level, orthanc_id=orthanc_id, dicom_uid=dicom_uid, labels=labels, uri=uri)
+        requirement = self.requirement(server, method, level, uri, generation)
+        resource = Resource(level, orthanc_id, dicom_uid, labels, uri)
         now = self._clock()
         if requirement is not None and subject is not None and subject.has_resource_rules and _may_need_ancestry(subject, requirement, resource, now):
             if not io and not self._ancestry.known(server, level, orthanc_id):
@@ -418,8 +429,9 @@ class OrthancAuthorizer:
     def validate(self, server: ServerInfo, token: str | None, method: Method, level: Level,
                  orthanc_id: str | None, dicom_uid: str | None, labels: frozenset[str], uri: str | None,
                  *, io: bool = True) -> Decision:
-        subject, not_after = self.subject_for_token(server, token, io=io)
-        return self.decide(server, subject, method, level, orthanc_id, dicom_uid, labels, uri, not_after, io=io, explain=False)
+        generation = self._current()  # once: every look-up of this call reads the same generation
+        subject, not_after = self.subject_for_token(server, token, io=io, generation=generation)
+        return self.decide(server, subject, method, level, orthanc_id, dicom_uid, labels, uri, not_after, io=io, explain=False, generation=generation)
 
     def profile(self, server: ServerInfo, token: str | None, *, io: bool = True) -> dict[str, Any]:
         """The user profile the plugin asks for in "user permissions" mode."""
