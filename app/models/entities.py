@@ -228,7 +228,7 @@ USERS = EntitySpec(
         FilterSpec("source", "Source", "choice", _values(UserSource)),
     ),
     fields=(
-        FieldSpec("username", "Username", duplicate=_copy_token),
+        FieldSpec("username", "Username", duplicate=_copy_token, help="letters, digits and _ . @ + - (no spaces)"),
         FieldSpec("email", "Email", optional=True, copy_on_duplicate=False),
         FieldSpec("first_name", "First name"),
         FieldSpec("last_name", "Last name"),
@@ -523,6 +523,8 @@ def _field_errors(error: pydantic.ValidationError, known: set[str]) -> dict[str,
             name, message = named["field"].split(".")[0], named["message"]
         if item.get("type") == "missing":
             message = "required"
+        elif item.get("type") == "string_pattern_mismatch":
+            message = "has characters that are not allowed here"
         if name not in known:
             name = "" if not name else name
         found.setdefault(name, message)

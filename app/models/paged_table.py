@@ -84,6 +84,14 @@ class PagedTableModel(QAbstractTableModel):
         self._task = asyncio.ensure_future(self._load(self._generation, 0))
         return self._task
 
+    def cancel(self) -> None:
+        """Before the model goes away: nothing in flight may touch it afterwards."""
+        self._generation += 1
+        for task in (self._task, self._more):
+            if task is not None and not task.done():
+                task.cancel()
+        self._task = self._more = None
+
     async def _load(self, generation: int, offset: int) -> None:
         try:
             page = await self._fetch(self.params(offset))

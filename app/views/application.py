@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import time
 import traceback
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import qasync
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
@@ -54,8 +54,6 @@ def install_excepthook(sink: Callable[[BaseException], None]) -> Callable[..., A
 def run(argv: Sequence[str]) -> int:
     started = time.perf_counter()
     args = parse_arguments(argv)
-    import qasync
-
     from app.models.service import ConsoleService
     from app.views.main_window import MainWindow
     from app.views.theme import apply_theme, icon

@@ -241,6 +241,9 @@ class EntityPanel(QWidget):
             self.loaded = True
             self.refresh()
 
+    def shutdown(self) -> None:
+        self.model.cancel()
+
     def refresh(self) -> None:
         self.model.reload()
         if self.spec.references or any(f.kind == "reference" for f in self.spec.filters) or any(f.kind == Kind.REFERENCE for f in self.spec.fields):

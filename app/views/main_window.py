@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QProgressBar,
     QPushButton,
-    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -59,7 +58,9 @@ class MainWindow(QMainWindow):
         outer.setSpacing(0)
         self.banner = self._make_banner()
         outer.addWidget(self.banner)
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(0)
         self.navigation = QListWidget()
         self.navigation.setObjectName("navigation")
         self.navigation.setFixedWidth(200)
@@ -73,11 +74,9 @@ class MainWindow(QMainWindow):
         self.placeholder = QLabel("Starting the embedded Portico server…")
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.stack.addWidget(self.placeholder)
-        splitter.addWidget(self.navigation)
-        splitter.addWidget(self.stack)
-        splitter.setStretchFactor(1, 1)
-        splitter.setCollapsible(0, False)
-        outer.addWidget(splitter, 1)
+        body.addWidget(self.navigation)
+        body.addWidget(self.stack, 1)
+        outer.addLayout(body, 1)
         self.setCentralWidget(central)
 
         self.target_label = QLabel("not connected")
@@ -206,6 +205,7 @@ class MainWindow(QMainWindow):
     def _reset_panels(self) -> None:
         """Another server: every panel shows that server's records."""
         for widget in self.panels.values():
+            widget.shutdown()
             self.stack.removeWidget(widget)
             widget.deleteLater()
         self.panels.clear()
@@ -272,7 +272,11 @@ class MainWindow(QMainWindow):
             self.restart_button.setEnabled(True)
         self.banner.hide()
         self.statusBar().showMessage("Embedded server restarted", 5000)
-        await self.after_connect()
+        # The same database: panels keep what is being edited and only reload their lists.
+        for widget in self.panels.values():
+            if widget.loaded:
+                widget.refresh()
+        self.first_start = self.service.spawn(self._first_start())
 
     async def use_embedded(self) -> None:
         if self.service.mode == "embedded" and self.service.server_alive:
@@ -352,6 +356,8 @@ class MainWindow(QMainWindow):
             self._closing = asyncio.ensure_future(self._shut_down_and_close())
 
     async def _shut_down_and_close(self) -> None:
+        for widget in self.panels.values():
+            widget.shutdown()
         try:
             await self.service.shutdown()
         finally:

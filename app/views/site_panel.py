@@ -59,6 +59,9 @@ class SitePanel(QWidget):
             self.loaded = True
             self.refresh()
 
+    def shutdown(self) -> None:
+        return None
+
     def refresh(self) -> asyncio.Task[Any]:
         return self.service.spawn(self._load())
 
