@@ -13,7 +13,8 @@ from server.contract import schemas as s
 from server.contract.errors import ErrorBody, ValidationFailed
 from server.domain.vocabulary import Action, CredentialKind, EntityType
 from server.domain.orthanc import DEFAULT_PERMISSION_TABLE
-from server.services import accounts, entities, explanation, memberships, records, site, sso_setup
+from server.services import accounts, entities, explanation, memberships, records, rfc7662, site, sso_setup
+from server.services.sso import CONSOLE_TEST_REDIRECT
 from server.services.orthanc_config import orthanc_configuration
 from server.services.principal import Principal
 from server.services.records import EntitySpec, WriteContext
@@ -308,6 +309,27 @@ def auth_server_urls(record_id: PathId, portico: PorticoDep,
                      _: Annotated[Principal, Depends(require(EntityType.AUTH_SERVER, Action.VIEW))]) -> Any:
     with portico.db.reading() as session:
         return sso_setup.urls(session, record_id)
+
+
+@router.post("/auth-servers/{record_id}/test-logins", response_model=s.TestLoginStarted, status_code=201, tags=["Auth servers"],
+             summary="Start a login from the console's browser pane, with its timeline kept")
+def start_test_login(record_id: PathId, body: s.TestLoginCreate, portico: PorticoDep,
+                     principal: Annotated[Principal, Depends(require(EntityType.AUTH_SERVER, Action.CHANGE))]) -> Any:
+    test_id, login_url = portico.sso.create_test_login(record_id, principal.actor, dry_run=body.dry_run)
+    return s.TestLoginStarted(id=test_id, login_url=login_url, redirect_prefix=CONSOLE_TEST_REDIRECT)
+
+
+@router.get("/test-logins/{test_login_id}", response_model=s.TestLoginRead, tags=["Auth servers"],
+            summary="The timeline of a console test login")
+def read_test_login(test_login_id: Annotated[str, Path(max_length=32, pattern="^[0-9a-f]{1,32}$")], portico: PorticoDep,
+                    _: Annotated[Principal, Depends(require(EntityType.AUTH_SERVER, Action.VIEW))]) -> Any:
+    return s.TestLoginRead.model_validate(portico.sso.test_login(test_login_id), from_attributes=True)
+
+
+@router.post("/introspect", tags=["Authentication"], summary="RFC 7662 introspection for administrators (the console)")
+def introspect_for_admins(body: s.IntrospectRequest, portico: PorticoDep,
+                          _: Annotated[Principal, Depends(require(EntityType.SESSION, Action.VIEW))]) -> Any:
+    return rfc7662.introspect(portico.db, portico.authorizer, portico.tokens, body.token)
 
 
 # ---------------------------------------------------------------- login, logout, me

@@ -59,7 +59,8 @@ def build_router(portico: Portico) -> APIRouter:
         query = request.query_params
         try:
             started = await run_in_threadpool(
-                sso.start, token, redirect_uri=query.get("redirect_uri"), client_state=query.get("state"))
+                sso.start, token, redirect_uri=query.get("redirect_uri"), client_state=query.get("state"),
+                test_ticket=query.get("test_login"))
         except IdPError as error:
             return error_page(error)
         response = RedirectResponse(started.authorize_url, status_code=302, headers=NO_STORE)
@@ -84,7 +85,10 @@ def build_router(portico: Portico) -> APIRouter:
                 sso.finish, token, request.cookies.get(LOGIN_COOKIE), params,
                 address=client_address(request), user_agent=request.headers.get("user-agent"))
         except LoginFailed as failed:
-            response: Response = error_page(failed.error, login_url=None)
+            if failed.redirect_to is not None:  # a console test login: the console shows the timeline
+                response: Response = RedirectResponse(failed.redirect_to, status_code=302, headers=NO_STORE)
+            else:
+                response = error_page(failed.error, login_url=None)
         else:
             if finished.redirect_to is None:
                 response = page("sso_message.html", title="Dry run finished", message="Nothing was created or changed.")

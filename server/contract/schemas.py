@@ -931,3 +931,35 @@ class AuthServerUrls(BaseModel):
     default_login: str | None = Field(description="The short login URL, for the default auth server only.")
     warnings: list[str]
     policy: str
+
+
+class TestLoginCreate(Strict):
+    __test__ = False  # not a pytest test class, whatever its name
+
+    dry_run: bool = Field(False, description="Run the whole flow, but create or change no user, group or session.")
+
+
+class TestLoginStarted(BaseModel):
+    __test__ = False  # not a pytest test class, whatever its name
+
+    id: str
+    login_url: str = Field(description="Open this in the console's browser pane.")
+    redirect_prefix: str = Field(description="The pane intercepts the navigation to this URL; its query has test_login, outcome and (unless dry run) code.")
+
+
+class TestLoginRead(BaseModel):
+    __test__ = False  # not a pytest test class, whatever its name
+
+    id: str
+    auth_server_id: int
+    created_by: str
+    dry_run: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    report: dict[str, Any] | None = Field(description="The timeline: steps with durations, mapped user, groups, error.")
+
+
+class IntrospectRequest(Strict):
+    token: Annotated[str, StringConstraints(max_length=8192)]

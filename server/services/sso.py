@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
+from server.contract.errors import NotFound
 from server.domain.presets import origin
 from server.domain.vocabulary import AuditOutcome, EntityType, GroupSync, ProviderPreset, SessionKind, TokenPrefix, UserSource
 from server.services import audit, secrets_tokens
@@ -48,6 +49,7 @@ from server.settings import Settings
 from server.storage.database import Database
 from server.storage.tables import (
     AuthServer,
+    ConsoleTestLogin,
     ExternalIdentity,
     Group,
     Membership,
@@ -69,6 +71,9 @@ URL_POLICY = (
     "Identity providers compare callback URLs character for character: register them exactly as shown."
 )
 MAX_USERNAME_SUFFIX = 1000
+# Where a console test login returns: the console's browser pane intercepts the navigation,
+# so nothing listens there, and no whitelist entry is needed (an administrator started it).
+CONSOLE_TEST_REDIRECT = "http://127.0.0.1/portico-console/test-login"
 
 
 def _sha256(text: str) -> str:
@@ -141,6 +146,8 @@ class LoginReport:
     username: str | None = None
     created: bool = False
     group_changes: dict[str, list[str]] = field(default_factory=dict)
+    test_login_id: str | None = None
+    dry_run: bool = False
 
     @contextmanager
     def step(self, name: str) -> Iterator[Step]:
@@ -157,6 +164,7 @@ class LoginReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "dry_run": self.dry_run,
             "steps": [vars(step) for step in self.steps],
             "user_id": self.user_id,
             "username": self.username,
@@ -171,11 +179,12 @@ class LoginReport:
 
 
 class LoginFailed(Exception):
-    def __init__(self, error: IdPError, report: LoginReport, auth_server: str | None = None) -> None:
+    def __init__(self, error: IdPError, report: LoginReport, auth_server: str | None = None, redirect_to: str | None = None) -> None:
         super().__init__(error.message)
         self.error = error
         self.report = report
         self.auth_server = auth_server
+        self.redirect_to = redirect_to  # console test logins return to the console even when they fail
 
 
 def _fail(step: str, code: str, message: str, status: int = 400) -> IdPError:
@@ -260,16 +269,20 @@ class SingleSignOn:
     # ------------------------------------------------------------ 1. login: send the browser to the IdP
 
     def start(self, auth_server_token: str | None, *, redirect_uri: str | None, client_state: str | None,
-              dry_run: bool = False) -> StartedLogin:
+              test_ticket: str | None = None) -> StartedLogin:
         with self._db.writing() as session:
             auth_server = self._auth_server(session, auth_server_token)
             provider = session.get(Provider, auth_server.provider_id)
             assert provider is not None
             urls = self.urls(session, auth_server)
-            if not redirect_uri:
+            test: ConsoleTestLogin | None = None
+            if test_ticket is not None:
+                test = self._claim_test_ticket(session, auth_server, test_ticket)
+                redirect_uri, client_state = CONSOLE_TEST_REDIRECT, None
+            elif not redirect_uri:
                 raise _fail("login", "redirect_uri_missing", "the login link has no redirect_uri: the viewer must say "
                             "where to return after the login")
-            if redirect_uri not in auth_server.redirect_urls:
+            if test is None and redirect_uri not in auth_server.redirect_urls:
                 # No redirect happens: an open redirector would hand codes to anyone.
                 raise _fail("login", "redirect_uri_not_allowed", f"{redirect_uri!r:.300} is not in the redirect URL "
                             f"whitelist of auth server {auth_server.token}; an administrator must add it (exact match)")
@@ -289,7 +302,8 @@ class SingleSignOn:
                 callback_url=urls.callback,
                 redirect_uri=redirect_uri,
                 client_state=client_state,
-                dry_run=dry_run,
+                dry_run=test.dry_run if test else False,
+                test_login_id=test.id if test else None,
                 created_at=now,
                 expires_at=now + timedelta(seconds=self._settings.pending_login_seconds),
             ))
@@ -299,16 +313,71 @@ class SingleSignOn:
                                     scopes=list(provider.scopes), state=state, nonce=nonce, code_verifier=verifier)
         return StartedLogin(cookie_secret, url, secure_cookie=urls.callback.startswith("https://"))
 
+    def _claim_test_ticket(self, session: DbSession, auth_server: AuthServer, ticket: str) -> ConsoleTestLogin:
+        test = session.scalar(select(ConsoleTestLogin).where(ConsoleTestLogin.ticket_hash == _sha256(ticket)))
+        if test is None or test.auth_server_id != auth_server.id:
+            raise _fail("login", "test_login_unknown", "this test-login link is unknown: start the test again from the console", status=404)
+        if test.started_at is not None:
+            raise _fail("login", "test_login_used", "this test-login link was already used: start the test again from the console")
+        if test.expires_at < utcnow():
+            raise _fail("login", "test_login_expired", "this test-login link has expired: start the test again from the console")
+        test.started_at = utcnow()
+        return test
+
+    # ------------------------------------------------------------ console test logins
+
+    def create_test_login(self, auth_server_id: int, actor: Actor, *, dry_run: bool) -> tuple[str, str]:
+        """(test login id, the URL the console's browser pane opens)."""
+        with self._db.writing() as session:
+            auth_server = session.get(AuthServer, auth_server_id)
+            if auth_server is None:
+                raise NotFound(f"no auth server with id {auth_server_id}")
+            ticket = secrets.token_urlsafe(32)
+            test = ConsoleTestLogin(id=secrets.token_hex(12), ticket_hash=_sha256(ticket), auth_server_id=auth_server.id,
+                                    created_by=actor.name, dry_run=dry_run,
+                                    expires_at=utcnow() + timedelta(seconds=self._settings.pending_login_seconds))
+            session.add(test)
+            session.flush()
+            audit.record(session, actor, "auth.test_login.start", target_type=EntityType.AUTH_SERVER.value,
+                         target_id=auth_server.id, target_label=auth_server.token, detail="dry run" if dry_run else "")
+            login_url = str(add_params_to_uri(self.urls(session, auth_server).login, [("test_login", ticket)]))
+            return test.id, login_url
+
+    def test_login(self, test_login_id: str) -> ConsoleTestLogin:
+        with self._db.reading() as session:
+            test = session.get(ConsoleTestLogin, test_login_id)
+            if test is None:
+                raise NotFound(f"no test login {test_login_id!r:.40}")
+            session.expunge(test)
+            return test
+
+    def _record_test(self, report: LoginReport, outcome: str, error: IdPError | None, code: str | None) -> str | None:
+        """Keep the timeline for the console; the URL its browser pane intercepts."""
+        if report.test_login_id is None:
+            return None
+        body = report.as_dict()
+        if error is not None:
+            body["error"] = {"step": error.step, "code": error.code, "message": error.message}
+        with self._db.writing() as session:
+            session.execute(update(ConsoleTestLogin).where(ConsoleTestLogin.id == report.test_login_id)
+                            .values(finished_at=utcnow(), outcome=outcome, report=body))
+        params = [("test_login", report.test_login_id), ("outcome", outcome)] + ([("code", code)] if code else [])
+        return str(add_params_to_uri(CONSOLE_TEST_REDIRECT, params))
+
     # ------------------------------------------------------------ 2. callback: finish the login
 
     def finish(self, auth_server_token: str, cookie_secret: str | None, params: dict[str, str], *,
                address: str | None, user_agent: str | None) -> FinishedLogin:
         report = LoginReport()
         try:
-            return self._finish(auth_server_token, cookie_secret, params, address, user_agent, report)
+            finished = self._finish(auth_server_token, cookie_secret, params, address, user_agent, report)
         except IdPError as error:
             self._audit_failure(auth_server_token, error, address)
-            raise LoginFailed(error, report, auth_server_token) from None
+            raise LoginFailed(error, report, auth_server_token, self._record_test(report, "failed", error, None)) from None
+        if report.test_login_id is not None:
+            code = dict(parse_qsl(urlsplit(finished.redirect_to).query)).get("code") if finished.redirect_to else None
+            return FinishedLogin(self._record_test(report, "ok", None, code), report)
+        return finished
 
     def _finish(self, auth_server_token: str, cookie_secret: str | None, params: dict[str, str],
                 address: str | None, user_agent: str | None, report: LoginReport) -> FinishedLogin:
@@ -332,6 +401,7 @@ class SingleSignOn:
                 verifier = self._box.decrypt(pending.code_verifier_encrypted) if pending.code_verifier_encrypted else None
                 secret = self._box.decrypt(auth_server.client_secret_encrypted) if auth_server.client_secret_encrypted else None
                 state_hash, expires_at, use_state = pending.state_hash, pending.expires_at, provider.use_state
+                report.test_login_id, report.dry_run = pending.test_login_id, pending.dry_run
                 context = _LoginContext(
                     auth_server_id=auth_server.id, auth_server_token=auth_server.token, group_sync=auth_server.group_sync,
                     client_id=auth_server.client_id, client_secret=secret, provider_id=provider.id,

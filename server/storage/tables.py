@@ -303,9 +303,30 @@ class PendingLogin(Base):
     redirect_uri: Mapped[str] = mapped_column(String(2000))  # where the one-time code goes
     client_state: Mapped[str | None] = mapped_column(String(500))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    test_login_id: Mapped[str | None] = mapped_column(ForeignKey("sso_test_logins.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
+
+
+class ConsoleTestLogin(Base):
+    """A login an administrator runs from the console to see every step (the test-login
+    panel). Its browser returns to the console's loopback URL, whatever the whitelist says,
+    and its report (the timeline) is kept here for the console to read."""
+
+    __tablename__ = "sso_test_logins"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)  # the login link's one-time ticket
+    auth_server_id: Mapped[int] = mapped_column(ForeignKey("auth_servers.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str] = mapped_column(String(150))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))  # ok | failed
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class OneTimeCode(Base):
