@@ -84,13 +84,17 @@ def create_app(portico: Portico) -> PorticoApp:
             }
         )
 
+    introspector = rfc7662.Introspector(portico.db, portico.authorizer, portico.tokens, portico.generation)
+
     @app.post(
         "/oauth2/introspect", tags=["Token services"], summary="RFC 7662 token introspection (HTTP Basic client authentication)"
     )
     async def introspection(request: Request) -> OrjsonResponse:
         authorization = request.headers.get("authorization", "")
-        client = await run_in_threadpool(portico.authorizer.client, authorization)
-        if client is None:
+        known = introspector.cached_client(authorization)
+        if known is None:
+            known = await run_in_threadpool(introspector.client, authorization)
+        if not known:
             address = request.client.host if request.client else None
             if not refusals.allowed(address):
                 return OrjsonResponse({"error": "invalid_client", "error_description": "too many refused credentials; try again later"}, status_code=429)
@@ -103,7 +107,9 @@ def create_app(portico: Portico) -> PorticoApp:
             )
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True)
         token = (form.get("token") or [""])[0]
-        answer = await run_in_threadpool(rfc7662.introspect, portico.db, portico.authorizer, portico.tokens, token)
+        answer = introspector.cached(token)
+        if answer is None:
+            answer = await run_in_threadpool(introspector.introspect, token)
         return OrjsonResponse(answer, headers={"Cache-Control": "no-store"})
 
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics", response_class=Response)

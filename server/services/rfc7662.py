@@ -7,11 +7,15 @@ is ``{"active": false}``: the answer never says why, and never fails.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
 
+from server.services.authz_state import Generation
 from server.services.orthanc_authz import OrthancAuthorizer
 from server.services.portico_tokens import PorticoTokens
 from server.storage.database import Database
@@ -21,6 +25,7 @@ log = logging.getLogger("portico.introspection")
 
 MAX_TOKEN_LENGTH = 8192
 INACTIVE: dict[str, Any] = {"active": False}
+CACHE_CAPACITY = 50_000
 
 
 def introspect(db: Database, authorizer: OrthancAuthorizer, tokens: PorticoTokens, token: str) -> dict[str, Any]:
@@ -60,3 +65,63 @@ def _introspect(db: Database, authorizer: OrthancAuthorizer, tokens: PorticoToke
     if user.email:
         answer["email"] = user.email
     return answer
+
+
+class Introspector:
+    """Introspection with the answers remembered, for resource servers that ask about the
+    same token on every request.
+
+    Each remembered answer carries the generation it was computed under (the counter that
+    moves on every change of a session, user, credential...: authz_state), so a revocation
+    or deactivation is seen by the very next call; an active answer is also dropped once
+    the token expires. ``cached_*`` never touch the database: the HTTP layer answers warm
+    calls on the event loop and sends the rest to a worker thread.
+    """
+
+    def __init__(self, db: Database, authorizer: OrthancAuthorizer, tokens: PorticoTokens, generation: Generation,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._authorizer = authorizer
+        self._tokens = tokens
+        self._generation = generation
+        self._clock = clock
+        self._answers: dict[bytes, tuple[int, dict[str, Any]]] = {}
+        self._clients: dict[bytes, tuple[int, bool]] = {}
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    def _remember(self, memo: dict[bytes, Any], key: bytes, generation: int, value: Any) -> None:
+        if generation != self._generation.value:
+            return  # something changed while we looked: the value may already be stale
+        if len(memo) >= CACHE_CAPACITY:
+            memo.clear()  # a flood of made-up tokens must not grow memory
+        memo[key] = (generation, value)
+
+    def cached_client(self, authorization: str) -> bool | None:
+        """Whether this Basic credential is a plugin credential, if known at this generation."""
+        entry = self._clients.get(self._key(authorization))
+        return entry[1] if entry is not None and entry[0] == self._generation.value else None
+
+    def client(self, authorization: str) -> bool:
+        generation = self._generation.value
+        known = self._authorizer.client(authorization) is not None
+        self._remember(self._clients, self._key(authorization), generation, known)
+        return known
+
+    def cached(self, token: str) -> dict[str, Any] | None:
+        entry = self._answers.get(self._key(token))
+        if entry is None or entry[0] != self._generation.value:
+            return None
+        answer = entry[1]
+        if answer["active"] and "exp" in answer and answer["exp"] <= self._clock():
+            return None
+        return answer
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        generation = self._generation.value
+        answer = introspect(self._db, self._authorizer, self._tokens, token)
+        if len(token) <= MAX_TOKEN_LENGTH:
+            self._remember(self._answers, self._key(token), generation, answer)
+        return answer

@@ -113,3 +113,31 @@ def test_a_refused_introspection_client_is_audited(server: LiveServer, world: di
     events = server.client.get("/api/v1/audit-events", params={"action": "orthanc.authenticate", "actor": "orthanc-plugin:poc_nobody"}).json()
     assert events["total"] >= 1 and events["items"][0]["outcome"] == "denied"
     assert "guess" not in str(events)
+
+
+def test_a_remembered_answer_never_outlives_a_revocation_or_deactivation(server: LiveServer, world: dict[str, Any]) -> None:
+    """Warm answers come from memory; the next call after a change must see the change."""
+    user_id, session_id, token = _user_and_session(server, "ivy")
+    for _ in range(3):  # the second and third answers are the remembered one
+        assert _introspect(server, world, token).json()["active"] is True
+    revoked = server.client.post(f"/api/v1/sessions/{session_id}/revoke", json={})
+    assert revoked.status_code == 200
+    assert _introspect(server, world, token).json() == {"active": False}
+
+    user_id, _, token = _user_and_session(server, "jack")
+    assert _introspect(server, world, token).json()["active"] is True
+    user = server.client.get(f"/api/v1/users/{user_id}").json()
+    assert server.client.patch(f"/api/v1/users/{user_id}", json={"version": user["version"], "is_active": False}).status_code == 200
+    assert _introspect(server, world, token).json() == {"active": False}
+
+
+def test_a_deleted_plugin_credential_is_refused_at_once(server: LiveServer, world: dict[str, Any]) -> None:
+    pacs = server.client.get("/api/v1/imaging-servers", params={"q": "pacs"}).json()["items"][0]
+    credential = server.client.post("/api/v1/credentials", json={"kind": "orthanc-plugin", "imaging_server_id": pacs["id"]}).json()
+    auth = (credential["username"], credential["secret"])
+    _, _, token = _user_and_session(server, "kate")
+    assert _introspect(server, world, token, auth=auth).status_code == 200
+    assert _introspect(server, world, token, auth=auth).status_code == 200
+    stored = credential["credential"]
+    assert server.client.delete(f"/api/v1/credentials/{stored['id']}", params={"version": stored["version"]}).status_code == 204
+    assert _introspect(server, world, token, auth=auth).status_code == 401
