@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 
 if TYPE_CHECKING:
     import httpx
@@ -40,7 +40,7 @@ from server.domain.vocabulary import Capability, CredentialKind, ScopeKind, Sele
 from server.services import secrets_tokens
 from server.services.accounts import verify_user_token
 from server.services.portico_tokens import PorticoTokens
-from server.services.authz_state import Generation, PreparedReads
+from server.services.authz_state import Generation, PreparedReads, ReadConnection
 from server.services.secretbox import SecretBox
 from server.storage.database import Database
 from server.storage.tables import (
@@ -142,6 +142,25 @@ _TOKEN_SESSION = (
     select(Session.user_id, Session.revoked_at, Session.expires_at, User.is_active)
     .join(User, User.id == Session.user_id)
     .where(Session.id == bindparam("session_id"))
+)
+# A first-seen Portico token on an imaging server: its session, its user and the user's
+# rules on that server in one statement (a row per rule, and rows of NULL rule columns for
+# a user without groups or a group without rules there). Flat outer joins: a parenthesised
+# one makes SQLite materialise every rule. An outer join fixes the join order, so the rules
+# are reached from the memberships by the (group, imaging server) index without "+ 0".
+_TOKEN_SUBJECT = (
+    select(
+        Session.user_id, Session.revoked_at, Session.expires_at, User.is_active, User.username, User.is_superuser,
+        AccessRule.id.label("rule_id"), AccessRule.scope, AccessRule.capabilities, AccessRule.validity, AccessRule.labels,
+        AccessRule.selectors, AccessRule.expires_at.label("rule_expires_at"), Group.name.label("group_name"),
+    )
+    .select_from(Session)
+    .join(User, User.id == Session.user_id)
+    .outerjoin(Membership, Membership.user_id == User.id)
+    .outerjoin(AccessRule, and_(AccessRule.group_id == Membership.group_id, AccessRule.imaging_server_id == bindparam("server_id")))
+    .outerjoin(Group, Group.id == AccessRule.group_id)
+    .where(Session.id == bindparam("session_id"))
+    .order_by(AccessRule.id)
 )
 _SHARE_TOKEN = select(Share.id, Share.secret_hash, Share.expires_at).where(Share.public_id == bindparam("public_id"))
 
@@ -295,15 +314,31 @@ class OrthancAuthorizer:
 
     # ------------------------------------------------------------ whose token
 
-    def verify_token(self, token: str, *, io: bool = True, generation: int | None = None) -> TokenInfo | None:
-        info: TokenInfo | None = self._memo(self._tokens, token_digest(token), lambda: self._load_token(token), io, generation=generation)
+    def verify_token(
+        self, token: str, *, io: bool = True, generation: int | None = None, server: ServerInfo | None = None
+    ) -> TokenInfo | None:
+        """Whose token this is and until when; None for anything not valid now.
+
+        ``server``: the imaging server it is presented to; a first-seen token then also
+        loads its user's rules there, in the same read (the subject cache keeps them)."""
+        if generation is None:
+            generation = self._current()
+        info: TokenInfo | None = self._memo(
+            self._tokens, token_digest(token), lambda: self._load_token(token, server, generation), io, generation=generation
+        )
         if info is not None and info.expires_at is not None and info.expires_at <= self._clock():
             return None
         return info
 
-    def _load_token(self, token: str) -> TokenInfo | None:
+    def _wants_subject(self, user_id: int, server: ServerInfo | None, generation: int) -> bool:
+        if server is None:
+            return False
+        entry = self._subjects.get((user_id, server.id))
+        return entry is None or entry[0] != generation
+
+    def _load_token(self, token: str, server: ServerInfo | None = None, generation: int = -1) -> TokenInfo | None:
         if token.count(".") == 2 and self._portico_tokens is not None:
-            return self._load_portico_token(token)
+            return self._load_portico_token(token, server, generation)
         presented = secrets_tokens.parse(token)
         if presented is None:
             return None
@@ -314,19 +349,40 @@ class OrthancAuthorizer:
                     return None
                 return TokenInfo(user_id=None, expires_at=_epoch(share.expires_at), share_id=share.id)
             verified = verify_user_token(connection, token, datetime.now(UTC))
-            return None if verified is None else TokenInfo(user_id=verified.user_id, expires_at=_epoch(verified.expires_at))
+            if verified is None:
+                return None
+            if server is not None and self._wants_subject(verified.user_id, server, generation):
+                # The same connection for the subject the caller asks for next.
+                self._subjects.put(generation, (verified.user_id, server.id), self._load_subject(verified.user_id, server.id, connection))
+            return TokenInfo(user_id=verified.user_id, expires_at=_epoch(verified.expires_at))
 
-    def _load_portico_token(self, token: str) -> TokenInfo | None:
+    def _load_portico_token(self, token: str, server: ServerInfo | None = None, generation: int = -1) -> TokenInfo | None:
         """A Portico access token: signature, issuer, audience and times, then its session
-        (not revoked, not expired) and its user (active)."""
+        (not revoked, not expired) and its user (active); with ``server``, in the same
+        statement, the user's rules there, kept as the subject."""
         assert self._portico_tokens is not None
         verified = self._portico_tokens.verify(token)
         if verified is None:
             return None
+        with_subject = self._wants_subject(verified.user_id, server, generation)
         with self._reads.connect() as connection:
-            row = connection.execute(_TOKEN_SESSION, {"session_id": verified.session_id}).first()
+            if with_subject:
+                assert server is not None
+                rows = connection.execute(_TOKEN_SUBJECT, {"session_id": verified.session_id, "server_id": server.id}).all()
+            else:
+                rows = connection.execute(_TOKEN_SESSION, {"session_id": verified.session_id}).all()
+        row = rows[0] if rows else None
         if row is None or row.user_id != verified.user_id or row.revoked_at is not None or not row.is_active:
             return None
+        if with_subject:
+            assert server is not None
+            rules = tuple(
+                compile_rule(r.rule_id, r.group_name, r.scope, r.capabilities, r.validity, r.labels, r.selectors, r.rule_expires_at)
+                for r in rows
+                if r.rule_id is not None
+            )
+            subject = Subject(user_id=row.user_id, username=row.username, is_superuser=row.is_superuser, rules=rules)
+            self._subjects.put(generation, (row.user_id, server.id), subject)
         session_end = _epoch(row.expires_at)
         expires_at = verified.expires_at if session_end is None else min(verified.expires_at, session_end)
         return TokenInfo(user_id=verified.user_id, expires_at=expires_at)
@@ -343,12 +399,14 @@ class OrthancAuthorizer:
             self._subjects, (user_id, server.id), lambda: self._load_subject(user_id, server.id), io, generation=generation
         )
 
-    def _load_subject(self, user_id: int, server_id: int) -> Subject | None:
-        with self._reads.connect() as connection:
-            user = connection.execute(_SUBJECT_USER, {"user_id": user_id}).first()
-            if user is None or not user.is_active:
-                return None
-            rows = connection.execute(_SUBJECT_RULES, {"user_id": user_id, "server_id": server_id}).all()
+    def _load_subject(self, user_id: int, server_id: int, connection: ReadConnection | None = None) -> Subject | None:
+        if connection is None:
+            with self._reads.connect() as connection:
+                return self._load_subject(user_id, server_id, connection)
+        user = connection.execute(_SUBJECT_USER, {"user_id": user_id}).first()
+        if user is None or not user.is_active:
+            return None
+        rows = connection.execute(_SUBJECT_RULES, {"user_id": user_id, "server_id": server_id}).all()
         return Subject(
             user_id=user.id,
             username=user.username,
@@ -389,7 +447,7 @@ class OrthancAuthorizer:
             return None, None
         if generation is None:
             generation = self._current()
-        info = self.verify_token(token, io=io, generation=generation)
+        info = self.verify_token(token, io=io, generation=generation, server=server)
         return (None, None) if info is None else (self.subject(info, server, io=io, generation=generation), info.expires_at)
 
     def subject_for_user(self, server: ServerInfo, user_id: int) -> Subject | None:
@@ -401,8 +459,7 @@ class OrthancAuthorizer:
         self._ancestry.close()
 
     def requirement(self, server: ServerInfo, method: Method, level: Level, uri: str | None, generation: int | None = None) -> Requirement | None:
-        # The members' values as the key: hashing a str is cached, an Enum's hash is a Python call.
-        key = (server.id, method.value, level.value, uri)
+        key = (server.id, method, level, uri)
         if generation is None:
             generation = self._current()
         entry = self._requirements.get(key)
@@ -603,11 +660,18 @@ class AncestryLookup:
             self._client.close()
 
 
+_CAPABILITIES = {capability.value: capability for capability in Capability}
+_SCOPES = {scope.value: scope for scope in ScopeKind}
+_SELECTOR_KINDS = frozenset(kind.value for kind in SelectorKind)
+
+
 def compile_rule(
     rule_id: int, group: str, scope: str, capabilities: list[str], validity: int,
     labels: list[str], selectors: list[dict[str, str]], expires_at: datetime | None,
 ) -> CompiledRule:
-    by_kind: dict[str, set[str]] = {kind.value: set() for kind in SelectorKind}
+    # Members looked up by value in prepared tables (an Enum call costs a µs each); an
+    # unknown value raises as the Enum call would.
+    by_kind: dict[str, set[str]] = {kind: set() for kind in _SELECTOR_KINDS}
     for selector in selectors:
         by_kind[selector["kind"]].add(selector["value"])
     if expires_at is not None and expires_at.tzinfo is None:
@@ -615,8 +679,8 @@ def compile_rule(
     return CompiledRule(
         rule_id=rule_id,
         group=group,
-        scope=ScopeKind(scope),
-        capabilities=frozenset(Capability(c) for c in capabilities),
+        scope=_SCOPES[scope],
+        capabilities=frozenset(_CAPABILITIES[c] for c in capabilities),
         validity=validity,
         labels=frozenset(labels),
         patient_ids=frozenset(by_kind[SelectorKind.PATIENT_ID]),

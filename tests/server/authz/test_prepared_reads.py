@@ -75,3 +75,38 @@ def test_prepared_rows_equal_core_rows(portico: Portico) -> None:
     with reads.connect() as connection:
         rule = connection.execute(orthanc_authz._SUBJECT_RULES, statements[1][1]).all()[1]
     assert rule.selectors == [{"kind": "study-instance-uid", "value": "1.2.3"}] and rule.expires_at.tzinfo is not None
+
+
+def test_a_first_seen_token_loads_the_same_subject_as_a_known_user(portico: Portico) -> None:
+    """A first-seen Portico token reads session, user and rules in one statement; the
+    subject it leaves in the cache is the one the separate reads build."""
+    ids = _seed(portico)
+    with portico.db.writing() as session:
+        rita = session.get(User, ids["user_id"])
+        lonely = User(username="lonely", username_key="lonely", source="database")
+        other_server = ImagingServer(token="other", name="Other", scheme="http", hostname="other", dicomweb_root="/dicom-web")
+        session.add_all([lonely, other_server])
+        session.flush()
+        tokens = {}
+        for name, user in (("rita", rita), ("lonely", lonely)):
+            session.add(Session(id=f"live-{name}", user_id=user.id, kind="sso", expires_at=utcnow() + timedelta(hours=1)))
+            session.flush()
+            tokens[name] = (user.id, portico.tokens.issue(user, f"live-{name}"))
+        revoked = portico.tokens.issue(rita, "s-1")  # the seeded session is revoked
+    authorizer = portico.authorizer
+    for token_server in ("pacs", "other"):
+        server = authorizer.server(token_server)
+        assert server is not None
+        for user_id, token in tokens.values():
+            authorizer._subjects.clear()
+            authorizer._tokens.clear()
+            info = authorizer.verify_token(token, server=server)
+            assert info is not None and info.user_id == user_id
+            cached = authorizer._subjects.get((user_id, server.id))
+            assert cached is not None
+            assert cached[1] == authorizer._load_subject(user_id, server.id)
+        assert authorizer.verify_token(revoked, server=server) is None
+    pacs = authorizer.server("pacs")
+    assert pacs is not None
+    subject, _ = authorizer.subject_for_token(pacs, tokens["rita"][1])
+    assert subject is not None and [rule.validity for rule in subject.rules] == [60, 30]
