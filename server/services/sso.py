@@ -314,7 +314,7 @@ class SingleSignOn:
         return StartedLogin(cookie_secret, url, secure_cookie=urls.callback.startswith("https://"))
 
     def _claim_test_ticket(self, session: DbSession, auth_server: AuthServer, ticket: str) -> ConsoleTestLogin:
-        test = session.scalar(select(ConsoleTestLogin).where(ConsoleTestLogin.ticket_hash == _sha256(ticket)))
+        test = session.scalar(select(ConsoleTestLogin).where(ConsoleTestLogin.ticket_hash == _sha256(ticket)).with_for_update())
         if test is None or test.auth_server_id != auth_server.id:
             raise _fail("login", "test_login_unknown", "this test-login link is unknown: start the test again from the console", status=404)
         if test.started_at is not None:
@@ -588,7 +588,10 @@ class SingleSignOn:
     def exchange_login_code(self, code: str, redirect_uri: str, address: str | None) -> TokenGrant:
         refused: GrantRefused | None = None
         with self._db.writing() as session:
-            row = session.get(OneTimeCode, _sha256(code)) if code.startswith(f"{TokenPrefix.LOGIN_CODE.value}_") else None
+            # FOR UPDATE: on PostgreSQL a concurrent exchange of the same code waits here and
+            # then sees it used (SQLite serialises writers anyway).
+            row = (session.get(OneTimeCode, _sha256(code), with_for_update=True)
+                   if code.startswith(f"{TokenPrefix.LOGIN_CODE.value}_") else None)
             if row is None:
                 refused = GrantRefused("invalid_grant", "unknown code")
             elif row.used_at is not None:
@@ -609,7 +612,7 @@ class SingleSignOn:
         presented = secrets_tokens.parse(token)
         refused: GrantRefused | None = None
         with self._db.writing() as session:
-            row = (session.get(RefreshToken, presented.public_id)
+            row = (session.get(RefreshToken, presented.public_id, with_for_update=True)
                    if presented is not None and presented.prefix == TokenPrefix.REFRESH_TOKEN.value else None)
             if row is None or presented is None or not secrets_tokens.matches(presented.secret, row.secret_hash):
                 refused = GrantRefused("invalid_grant", "unknown refresh token")

@@ -179,3 +179,18 @@ def test_key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key
     assert new_kid != old_kid
     assert cognito.decode(refreshed["access_token"])["username"] == "alice"
     assert cognito.decode(old["access_token"])["username"] == "alice"  # old key still published
+
+
+def test_concurrent_use_of_one_code_or_refresh_token_succeeds_once(cognito: Wiring) -> None:
+    """Two viewers racing with the same secret: exactly one wins (row locks on PostgreSQL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, landing = cognito.login("alice", "alice-password")
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda _: cognito.tokens(landing.query["code"]).status_code, range(4)))
+    assert sorted(codes) == [200, 400, 400, 400]
+
+    grant = _grant(cognito)
+    with ThreadPoolExecutor(4) as pool:
+        refreshes = list(pool.map(lambda _: cognito.refresh(grant["refresh_token"]).status_code, range(4)))
+    assert sorted(refreshes) == [200, 400, 400, 400]
