@@ -282,3 +282,61 @@ class PorticoClient:
         except httpx.TransportError:
             return False
         return response.status_code == 200
+
+    # ------------------------------------------------------------ single sign-on set-up and test logins
+
+    async def provider_presets(self) -> list[s.PresetRead]:
+        return TypeAdapter(list[s.PresetRead]).validate_python(await self.request("GET", "/provider-presets"))
+
+    async def discover_provider(self, url: str, preset: str = "generic") -> s.DiscoveryResponse:
+        answer = await self.request("POST", "/providers/discover", json={"url": url, "preset": preset})
+        return s.DiscoveryResponse.model_validate(answer)
+
+    async def evaluate_claim_mapping(self, mapping: Mapping[str, str], claims: Mapping[str, Any]) -> s.MappedUserRead:
+        answer = await self.request("POST", "/claim-mapping/evaluate", json={"mapping": dict(mapping), "claims": dict(claims)})
+        return s.MappedUserRead.model_validate(answer)
+
+    async def auth_server_urls(self, auth_server_id: int) -> s.AuthServerUrls:
+        return s.AuthServerUrls.model_validate(await self.request("GET", f"/auth-servers/{auth_server_id}/urls"))
+
+    async def start_test_login(self, auth_server_id: int, *, dry_run: bool) -> s.TestLoginStarted:
+        answer = await self.request("POST", f"/auth-servers/{auth_server_id}/test-logins", json={"dry_run": dry_run})
+        return s.TestLoginStarted.model_validate(answer)
+
+    async def test_login(self, test_login_id: str) -> s.TestLoginRead:
+        return s.TestLoginRead.model_validate(await self.request("GET", f"/test-logins/{test_login_id}"))
+
+    async def introspect(self, token: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.request("POST", "/introspect", json={"token": token})
+        return answer
+
+    async def exchange_login_code(self, code: str, redirect_uri: str) -> dict[str, Any]:
+        """A one-time login code for Portico tokens, as a viewer exchanges it (form-encoded,
+        without the administrator's bearer token: the code is the credential)."""
+        request = self._http.build_request(
+            "POST", "/auth/openid/token/", data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        )
+        request.headers.pop("Authorization", None)
+        try:
+            response = await self._http.send(request)
+        except httpx.TransportError as error:
+            raise ServerUnreachable(self.base_url, str(error) or type(error).__name__) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if response.status_code != 200:
+            error = str(body.get("error", f"HTTP {response.status_code}"))
+            raise PorticoError(f"the token endpoint refused the code: {error}: {body.get('error_description', '')}".rstrip(": "))
+        return body
+
+    async def jwks(self) -> dict[str, Any]:
+        """The keys Portico signs its tokens with (what resource servers verify them with)."""
+        try:
+            response = await self._http.get("/.well-known/jwks.json")
+        except httpx.TransportError as error:
+            raise ServerUnreachable(self.base_url, str(error) or type(error).__name__) from None
+        body: dict[str, Any] = response.json()
+        return body

@@ -86,8 +86,16 @@ class EmbeddedServer:
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
     async def start(self) -> EmbeddedInfo:
-        if self.running:
+        """Spawn the child (unless ``spawn`` already did) and wait for its ready line."""
+        if self.info is not None and self.running:
             raise EmbeddedServerError("the embedded server is already running")
+        if self._process is None or self._process.returncode is not None:
+            await self.spawn()
+        return await self.wait_ready()
+
+    async def spawn(self) -> None:
+        """Only start the process: the console spawns it first thing and builds its window
+        while the child boots (most of the start-up time is the child's imports)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         self.returncode = None
@@ -101,6 +109,12 @@ class EmbeddedServer:
                 env=env,
             )
         self._process = process
+        self.info = None
+
+    async def wait_ready(self) -> EmbeddedInfo:
+        process = self._process
+        if process is None:
+            raise EmbeddedServerError("the embedded server was not started")
         assert process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), self.ready_timeout)

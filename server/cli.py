@@ -173,7 +173,7 @@ def _run_server(
 
     portico = open_portico(settings, migrate_schema=migrate_schema, listen_for_changes=True)
     host, port = sock.getsockname()[:2]
-    if not has_active_superuser(portico.db):
+    if console is None and not has_active_superuser(portico.db):  # the console asks for one itself
         log.warning("no active superuser yet: create one with `portico createsuperuser`")
 
     class ReadyServer(uvicorn.Server):

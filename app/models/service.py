@@ -152,17 +152,24 @@ class ConsoleService(QObject):
     def _embedded_exited(self, code: int) -> None:
         self.server_alive = False
         tail = self.embedded.log_tail() if self.embedded is not None else ""
-        message = f"The embedded Portico server stopped unexpectedly (exit code {code})."
+        how = f"it was killed (signal {-code})" if code < 0 else f"exit code {code}"
+        message = f"The embedded Portico server stopped unexpectedly ({how})."
         if tail:
             message += f"\n\nIts last log lines:\n{tail}"
         self.server_died.emit(message)
 
-    async def start_embedded(self, data_dir: Path | None = None) -> None:
+    @staticmethod
+    def prepare_embedded(data_dir: Path | None = None) -> EmbeddedServer:
+        """An embedded server to ``spawn`` early and hand to ``start_embedded`` later."""
+        return EmbeddedServer(data_dir or default_data_dir())
+
+    async def start_embedded(self, data_dir: Path | None = None, *, spawned: EmbeddedServer | None = None) -> None:
         """Start (or restart) the embedded server and sign in with its one-time credential."""
         await self._close_client()
-        if self.embedded is not None:
+        if self.embedded is not None and self.embedded is not spawned:
             await self.embedded.stop()
-        self.embedded = EmbeddedServer(data_dir or default_data_dir(), on_exit=self._embedded_exited)
+        self.embedded = spawned or EmbeddedServer(data_dir or default_data_dir())
+        self.embedded.on_exit = self._embedded_exited
         info = await self.embedded.start()
         self.client = PorticoClient(info.url, info.token)
         self.mode, self.url, self.username = "embedded", info.url, None
@@ -331,3 +338,75 @@ class ConsoleService(QObject):
         async with self._tracked() as client:
             page = await client.list(USERS, {"limit": 1})
             return page.total
+
+    # ------------------------------------------------------------ single sign-on set-up and test logins
+
+    async def provider_presets(self) -> list[Any]:
+        async with self._tracked() as client:
+            return list(await client.provider_presets())
+
+    async def discover_provider(self, url: str, preset: str = "generic") -> Any:
+        async with self._tracked() as client:
+            return await client.discover_provider(url, preset)
+
+    async def evaluate_claim_mapping(self, mapping: dict[str, str], claims: dict[str, Any]) -> Any:
+        async with self._tracked() as client:
+            return await client.evaluate_claim_mapping(mapping, claims)
+
+    async def auth_server_urls(self, auth_server_id: int) -> Any:
+        async with self._tracked() as client:
+            return await client.auth_server_urls(auth_server_id)
+
+    async def start_test_login(self, auth_server_id: int, *, dry_run: bool) -> Any:
+        async with self._tracked() as client:
+            return await client.start_test_login(auth_server_id, dry_run=dry_run)
+
+    async def test_login(self, test_login_id: str) -> Any:
+        async with self._tracked() as client:
+            return await client.test_login(test_login_id)
+
+    async def introspect(self, token: str) -> dict[str, Any]:
+        async with self._tracked() as client:
+            return await client.introspect(token)
+
+    async def exchange_login_code(self, code: str, redirect_uri: str) -> dict[str, Any]:
+        async with self._tracked() as client:
+            return await client.exchange_login_code(code, redirect_uri)
+
+    async def decode_portico_token(self, token: str) -> Any:
+        """The token's header and claims, verified against the JWKS Portico publishes."""
+        from app.oidc.tokens import decode_token
+
+        async with self._tracked() as client:
+            jwks = await client.jwks()
+        return decode_token(token, jwks)
+
+    async def probe_provider(self, issuer: str, hosted_ui: str | None = None) -> Any:
+        """Discovery and JWKS fetched from this computer (not from the server): what the
+        administrator's browser will meet. Never raises for network trouble."""
+        from app.oidc.discovery import probe
+
+        return await probe(issuer, hosted_ui=hosted_ui)
+
+    def cognito_draft_path(self) -> Path:
+        return self.settings.directory / "cognito-wizard.json"
+
+    def load_cognito_draft(self) -> Any:
+        """The Cognito wizard's unfinished run (never holds the client secret), or None."""
+        from app.oidc.cognito import WizardDraft
+
+        try:
+            return WizardDraft.from_json(self.cognito_draft_path().read_text(encoding="utf-8"))
+        except OSError:
+            return None
+
+    def save_cognito_draft(self, draft: Any) -> None:
+        path = self.cognito_draft_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(draft.to_json(), encoding="utf-8")
+        temporary.replace(path)
+
+    def discard_cognito_draft(self) -> None:
+        with contextlib.suppress(OSError):
+            self.cognito_draft_path().unlink()

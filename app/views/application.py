@@ -54,22 +54,27 @@ def install_excepthook(sink: Callable[[BaseException], None]) -> Callable[..., A
 def run(argv: Sequence[str]) -> int:
     started = time.perf_counter()
     args = parse_arguments(argv)
-    from app.models.service import ConsoleService
-    from app.views.main_window import MainWindow
-    from app.views.theme import apply_theme, icon
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    app.setWindowIcon(icon("portico"))
-    settings = QSettings()
-    theme = args.theme or str(settings.value("theme", "light"))
-    apply_theme(app, theme)
-
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+
+    # The embedded server first: its start (a second Python importing the server) is most
+    # of the wait, so it boots while this process builds its window.
+    from app.models.service import ConsoleService
+
+    spawned = ConsoleService.prepare_embedded(args.data_dir)
+    loop.run_until_complete(spawned.spawn())
+
+    from app.views.main_window import MainWindow
+    from app.views.theme import apply_theme, icon
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.setWindowIcon(icon("portico"))
+    settings = QSettings()
+    apply_theme(app, args.theme or str(settings.value("theme", "light")))
     service = ConsoleService()
     install_excepthook(service.report)
     window = MainWindow(service, settings=settings)
@@ -78,7 +83,7 @@ def run(argv: Sequence[str]) -> int:
     app.aboutToQuit.connect(closed.set)
 
     async def start() -> None:
-        await window.start_embedded(args.data_dir)
+        await window.start_embedded(args.data_dir, spawned=spawned)
         if args.quit_when_ready:
             # One line for bench/console_start.py: window shown and embedded server answering.
             await service.user_count()

@@ -257,7 +257,9 @@ class RecordForm(QWidget):
         self.form_error.setWordWrap(True)
         self.form_error.hide()
         layout.addWidget(self.form_error)
-        form = QFormLayout()
+        self.body_widget = QWidget()
+        form = QFormLayout(self.body_widget)
+        form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         self.editors: dict[str, FieldEditor] = {}
@@ -266,7 +268,7 @@ class RecordForm(QWidget):
             editor.changed.connect(self._changed)
             self.editors[spec.name] = editor
             form.addRow(spec.label, editor)
-        layout.addLayout(form)
+        layout.addWidget(self.body_widget)
         layout.addStretch(1)
         self.clear()
 
@@ -281,6 +283,7 @@ class RecordForm(QWidget):
             editor.set_error(None)
             editor.set_read_only(True)
         self.message.setText(message)
+        self.body_widget.hide()  # no record: no fields to look at
         self._set_state(valid=False, dirty=False)
         self.form_error.hide()
 
@@ -296,6 +299,7 @@ class RecordForm(QWidget):
             editor.set_read_only(mode == "view" or (mode == "edit" and spec.create_only) or spec.kind in (Kind.READONLY, Kind.CHANGES))
         self.message.setText(message)
         self.form_error.hide()
+        self.body_widget.show()
         self._changed()
 
     # ------------------------------------------------------------ values and validation

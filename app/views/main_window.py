@@ -213,11 +213,11 @@ class MainWindow(QMainWindow):
         self.navigation.setCurrentRow(-1)
         self.navigation.setCurrentRow(row)
 
-    async def start_embedded(self, data_dir: Path | None = None) -> None:
+    async def start_embedded(self, data_dir: Path | None = None, *, spawned: Any = None) -> None:
         self.placeholder.setText("Starting the embedded Portico server…")
         self.statusBar().showMessage("Starting the embedded server…")
         try:
-            await self.service.start_embedded(data_dir)
+            await self.service.start_embedded(data_dir, spawned=spawned)
         except EmbeddedServerError as error:
             self._server_died(f"The embedded Portico server could not start.\n\n{error}")
             return

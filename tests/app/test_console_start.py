@@ -90,7 +90,7 @@ def test_killed_server_shows_a_message_and_restarts_without_losing_anything(make
     old_pid = window.service.embedded.pid
     window.service.embedded.kill()
     run.until(lambda: window.banner.isVisible())
-    assert "stopped unexpectedly" in window.banner_text.text()
+    assert "stopped unexpectedly (it was killed" in window.banner_text.text()
     assert window.restart_button.isVisible()
     screenshot(window, tmp_path, "server-died")
     panel.save()

@@ -1,0 +1,125 @@
+"""Search in a 100,000-user database, end to end through the console's client.
+
+Seeds a fresh SQLite data directory with N users (default 100,000) by bulk insert
+(``bench/_seed.py``, through ``server.storage``), starts the embedded server the way the
+console does (``app.embedded``: a child process, its one-time credential over the pipe),
+and times ``PorticoClient.list(USERS, {q, limit: 200})`` — the request the Users panel
+sends as you type (the page size of its table model): HTTP on loopback, the server's
+search and count, JSON, and the pydantic models the panel shows. Baselines in the same
+run: the empty-query first page (no search), and ``GET /healthz`` (the HTTP floor).
+
+Target (issue 5): a search answers in under 200 ms end to end. Run from the repository root:
+
+    .venv/bin/python bench/console_search.py                  # 100,000 users, 15 runs per query
+    .venv/bin/python bench/console_search.py --users 20000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.client import USERS, PorticoClient  # noqa: E402
+from app.embedded import EmbeddedServer  # noqa: E402
+
+TARGET_MS = 200.0
+PAGE = 200
+
+# (what a person types, why it is interesting)
+QUERIES = [
+    ("user04242", "one user by exact name"),
+    ("user0424", "a prefix: 10 users"),
+    ("user9", "a prefix: 11,111 users"),
+    ("lovelace", "no match anywhere: every row scanned"),
+    ("User 77", "inside the last name: 1,111 users"),
+    ("hospital", "in every email: 100,000 matches, count them all"),
+]
+
+
+def seed(data_dir: Path, users: int) -> float:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTICO_")}
+    subprocess.run([sys.executable, "-m", "server", "migrate", "--data-dir", str(data_dir)], check=True, cwd=ROOT, env=env, capture_output=True)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _seed import seed as bulk_seed
+
+    started = time.perf_counter()
+    bulk_seed(data_dir, users=users, groups=200, servers=5, rules=200, tokens=0)
+    return time.perf_counter() - started
+
+
+async def timed(call: object, runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()  # type: ignore[operator]
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def line(name: str, samples: list[float], extra: str = "", baseline: float | None = None) -> str:
+    samples = sorted(samples)
+    median = statistics.median(samples)
+    p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+    text = f"{name:<44} {median:8.1f} {p95:8.1f} {samples[0]:8.1f}  {extra}"
+    if baseline is not None:
+        text += f" (+{median - baseline:.1f} ms vs empty query)"
+    return text
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="portico-bench-search-") as tmp:
+        data_dir = Path(tmp)
+        seeded_in = seed(data_dir, args.users)
+        server = EmbeddedServer(data_dir)
+        info = await server.start()
+        client = PorticoClient(info.url, info.token)
+        try:
+            # Warm-up: connections, the server's statement cache, SQLite's page cache.
+            for _ in range(3):
+                await client.list(USERS, {"limit": PAGE})
+                await client.list(USERS, {"q": "warm", "limit": PAGE})
+            health = await timed(lambda: client._http.get("/healthz"), args.runs)
+            empty = await timed(lambda: client.list(USERS, {"limit": PAGE}), args.runs)
+            results = []
+            for text, why in QUERIES:
+                page = await client.list(USERS, {"q": text, "limit": PAGE})
+                samples = await timed(lambda text=text: client.list(USERS, {"q": text, "limit": PAGE}), args.runs)
+                results.append((text, why, page.total, len(page.items), samples))
+        finally:
+            await client.aclose()
+            await server.stop()
+    base = statistics.median(empty)
+    print(f"console search, end to end through app.client; {args.users:,} users (seeded in {seeded_in:.1f} s); "
+          f"{args.runs} runs each; page of {PAGE}; python {platform.python_version()}, {os.cpu_count()} CPUs")
+    print(f"{'request':<44} {'median':>8} {'p95':>8} {'min':>8}  (ms)")
+    print(line("baseline: GET /healthz", health))
+    print(line("baseline: first page, empty query", empty, f"total {args.users:,}"))
+    worst = 0.0
+    for text, why, total, shown, samples in results:
+        worst = max(worst, statistics.median(samples))
+        print(line(f"q={text!r}", samples, f"{total:,} found, {shown} shown: {why}", base))
+    verdict = "meets" if worst < TARGET_MS else "MISSES"
+    print(f"target < {TARGET_MS:.0f} ms per search (slowest median): {verdict} ({worst:.1f} ms)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=15)
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
