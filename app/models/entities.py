@@ -19,7 +19,7 @@ import pydantic
 from pydantic import BaseModel
 
 from app import client as api
-from server.contract.schemas import SiteUpdate
+from server.contract.schemas import ExplainRequest, SiteUpdate
 from server.domain.vocabulary import (
     ALL_PERMISSIONS,
     AuditOutcome,
@@ -450,6 +450,7 @@ PANELS: tuple[EntitySpec, ...] = (
 BY_KEY: dict[str, EntitySpec] = {spec.key: spec for spec in PANELS}
 
 SITE_UPDATE = SiteUpdate
+EXPLAIN_REQUEST = ExplainRequest
 SITE_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("production_url", "Production URL", placeholder="https://portico.hospital.example"),
     FieldSpec("development_url", "Development URL", placeholder="http://localhost:8000"),

@@ -75,6 +75,7 @@ def impact_sentence(target: str, noun: str, removes: dict[str, int]) -> str:
 
 class EntityPanel(QWidget):
     record_saved = Signal(object)
+    record_shown = Signal(object)  # the record in the form (edit/view), or None
     record_deleted = Signal(object)
 
     def __init__(self, spec: EntitySpec, service: ConsoleService, parent: QWidget | None = None) -> None:
@@ -85,6 +86,7 @@ class EntityPanel(QWidget):
         self.loaded = False
         self._save_task: asyncio.Task[Any] | None = None
         self.last_dialog: Any = None
+        self._announced: Any = None
         self.setObjectName(f"panel_{spec.key}")
 
         self.model = PagedTableModel(spec.columns, self._fetch, parent=self)
@@ -334,7 +336,19 @@ class EntityPanel(QWidget):
             self.show_record(record)
         return True
 
+    def add_section(self, section: QWidget) -> None:
+        """A part below the form that follows the shown record (memberships, actions)."""
+        self.extra.addWidget(section)
+
+    def _announce(self) -> None:
+        shown = self.current if self.current is not None and self.form.mode in ("edit", "view") else None
+        key = (getattr(shown, "id", None), getattr(shown, "version", None)) if shown is not None else None
+        if key != self._announced:
+            self._announced = key
+            self.record_shown.emit(shown)
+
     def _update_buttons(self, *_: Any) -> None:
+        self._announce()
         has_record = self.current is not None and self.form.mode in ("edit", "view")
         self.duplicate_button.setEnabled(has_record and self.spec.creatable)
         self.delete_button.setEnabled(has_record and self.spec.deletable)

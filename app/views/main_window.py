@@ -28,6 +28,8 @@ from app.models.service import ApiError, ConsoleService, EmbeddedServerError, No
 from app.views.async_tools import run_dialog
 from app.views.dialogs import ConnectDialog, FirstSuperuserDialog, MessageDialog
 from app.views.entity_panel import EntityPanel
+from app.views.explain_panel import ExplainPanel
+from app.views.sections import SECTIONS
 from app.views.site_panel import SitePanel
 from app.views.theme import THEMES, apply_theme, icon
 
@@ -35,7 +37,9 @@ APP_TITLE = "Portico"
 # (key, title, icon): the order is the order of Ctrl+1 ... Ctrl+9, then Ctrl+0.
 NAVIGATION: tuple[tuple[str, str, str], ...] = tuple((spec.key, spec.title, spec.icon) for spec in PANELS) + (
     ("site", "Site settings", "site"),
+    ("explain", "Permission explainer", "explain"),
 )
+SHORTCUTS = {key: f"Ctrl+{number % 10}" for number, (key, _t, _i) in enumerate(NAVIGATION[:10], start=1)} | {"explain": "Ctrl+E"}
 
 
 class MainWindow(QMainWindow):
@@ -67,7 +71,7 @@ class MainWindow(QMainWindow):
         for number, (key, title, icon_name) in enumerate(NAVIGATION, start=1):
             item = QListWidgetItem(icon(icon_name), title)
             item.setData(Qt.ItemDataRole.UserRole, key)
-            item.setToolTip(f"{title} (Ctrl+{number % 10})")
+            item.setToolTip(f"{title} ({SHORTCUTS[key]})")
             self.navigation.addItem(item)
         self.navigation.currentRowChanged.connect(self._navigate)
         self.stack = QStackedWidget()
@@ -147,7 +151,7 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for number, (key, title, icon_name) in enumerate(NAVIGATION, start=1):
             action = QAction(icon(icon_name), title, self)
-            action.setShortcut(QKeySequence(f"Ctrl+{number % 10}"))
+            action.setShortcut(QKeySequence(SHORTCUTS[key]))
             action.triggered.connect(lambda _checked=False, k=key: self.show_panel(k))
             view_menu.addAction(action)
             self.addAction(action)
@@ -164,8 +168,13 @@ class MainWindow(QMainWindow):
         if key not in self.panels:
             if key == "site":
                 widget: Any = SitePanel(self.service)
+            elif key == "explain":
+                widget = ExplainPanel(self.service)
             else:
                 widget = EntityPanel(next(spec for spec in PANELS if spec.key == key), self.service)
+                widget.sections = [section(widget, self.service) for section in SECTIONS.get(key, ())]
+                for section in widget.sections:
+                    widget.add_section(section)
             self.panels[key] = widget
             self.stack.addWidget(widget)
         return self.panels[key]

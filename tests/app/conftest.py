@@ -26,6 +26,11 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+# QtWebEngine (the test-login panel's browser pane) must be loaded before the QApplication
+# exists; as root Chromium needs its sandbox off, and no GPU is wanted offscreen.
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--disable-gpu")
+import PySide6.QtWebEngineWidgets  # noqa: E402,F401
 
 T = TypeVar("T")
 READY_TIMEOUT = 60.0
@@ -66,20 +71,22 @@ def start_embedded_child(data_dir: Path) -> EmbeddedChild:
         stderr=subprocess.DEVNULL,
         env={key: value for key, value in os.environ.items() if not key.startswith("PORTICO_")},
     )
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + READY_TIMEOUT
+    assert process.stdout is not None and process.stdin is not None
     buffer = b""
-    while b"\n" not in buffer:
-        if not selector.select(max(0.0, deadline - time.monotonic())):
-            process.kill()
-            raise RuntimeError("the embedded server did not become ready")
-        chunk = os.read(process.stdout.fileno(), 4096)
-        if not chunk:
-            raise RuntimeError("the embedded server exited before it was ready")
-        buffer += chunk
-    selector.close()
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while b"\n" not in buffer:
+            chunk = b""
+            if selector.select(max(0.0, deadline - time.monotonic())):
+                chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:  # timed out, or the child exited
+                process.kill()
+                process.wait(10)
+                process.stdin.close()
+                process.stdout.close()
+                raise RuntimeError("the embedded server did not become ready (run `portico serve --embedded` to see why)")
+            buffer += chunk
     ready = json.loads(buffer.split(b"\n", 1)[0])
     return EmbeddedChild(process, ready["url"], ready["console_token"], data_dir)
 
@@ -220,3 +227,83 @@ def window(make_window: Any, run: Runner, shared_server: EmbeddedChild) -> Any:
     run(main.attach(shared_server.url, shared_server.token))
     run(main.first_start)
     return main
+
+
+# ---------------------------------------------------------------- single sign-on (Cognito wizard, test logins)
+
+COGNITO_CLAIMS_USERS = (
+    ("alice", "alice-password", {"cognito:username": "alice", "email": "alice@hospital.test", "email_verified": True,
+                                 "given_name": "Alice", "family_name": "Archer", "cognito:groups": ["radiology", "admins"]}),
+)
+
+
+@pytest.fixture(scope="session")
+def sso_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedChild]:
+    """An embedded server of its own for the single sign-on tests (they change its Site)."""
+    child = start_embedded_child(tmp_path_factory.mktemp("sso-embedded"))
+    with child.api() as api:
+        created = api.post("/users", json={"username": ADMIN, "password": ADMIN_PASSWORD, "is_superuser": True, "is_staff": True})
+        assert created.status_code == 201, created.text
+    yield child
+    assert child.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def console_idp() -> Iterator[Any]:
+    """The test identity provider (oidc-provider with Cognito's paths) on loopback."""
+    from tests.support.idp import IdPUser, TestIdP
+
+    idp = TestIdP([], [IdPUser(name, password, claims) for name, password, claims in COGNITO_CLAIMS_USERS])
+    idp.start()
+    yield idp
+    assert idp.stop() == 0
+
+
+@pytest.fixture
+def sso_window(make_window: Any, run: Runner, sso_server: EmbeddedChild) -> Any:
+    """A main window attached to the single sign-on tests' embedded server."""
+    main = make_window("sso-console")
+    run(main.attach(sso_server.url, sso_server.token))
+    run(main.first_start)
+    return main
+
+
+def point_site_at(child: EmbeddedChild, url: str | None = None) -> None:
+    with child.api() as api:
+        site = api.get("/site").json()
+        response = api.patch("/site", json={"version": site["version"], "production_url": url or child.url, "environment": "production"})
+        assert response.status_code == 200, response.text
+
+
+def pane_text(run: Runner, panel: Any) -> str:
+    """What the browser pane shows, read from its DOM."""
+    return str(run(panel.page_text(), timeout=10))
+
+
+def wait_pane_text(run: Runner, panel: Any, needle: str, timeout: float = 20.0) -> str:
+    """Wait until the pane's page text contains ``needle`` (a blank page also 'loads')."""
+    seen = {"text": ""}
+
+    def found() -> bool:
+        seen["text"] = pane_text(run, panel)
+        return needle.lower() in seen["text"].lower()
+
+    deadline = time.monotonic() + timeout
+    while not found():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the pane never showed {needle!r}; it shows {seen['text'][:500]!r} at {panel.page.url().toString()}")
+        run.qtbot.wait(150)
+    return seen["text"]
+
+
+def sign_in_at_idp(run: Runner, panel: Any, username: str, password: str, *, cancel: bool = False) -> None:
+    """Fill the IdP's real form inside the pane and press its button, as a person would."""
+    wait_pane_text(run, panel, "Sign in")
+    script = (
+        f"document.getElementById('username').value = {json.dumps(username)};"
+        f"document.getElementById('password').value = {json.dumps(password)};"
+        f"document.getElementById({json.dumps('cancel' if cancel else 'submit')}).click(); 'clicked'"
+    )
+    clicked: dict[str, Any] = {}
+    panel.page.runJavaScript(script, 0, lambda value: clicked.setdefault("value", value))
+    run.until(lambda: "value" in clicked, timeout=10)

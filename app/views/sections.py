@@ -1,0 +1,293 @@
+"""Parts of an entity panel below its form that follow the shown record.
+
+- Memberships, from either side: a user's groups, a group's members; several at a time.
+- Session: revoke it.
+- Imaging server: the copy-ready Orthanc configuration block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.models.service import ApiError, ConsoleService, ServerUnreachable
+from app.views.async_tools import Debouncer, run_dialog
+from app.views.dialogs import ConfirmDialog, PickDialog, TextDialog
+from app.views.entity_panel import EntityPanel, counted
+from app.views.theme import icon
+
+SHOWN_LIMIT = 500
+
+
+def _error_text(error: Exception) -> str:
+    return getattr(error, "message", None) or str(error)
+
+
+class UserPickDialog(PickDialog):
+    """Pick users by searching the server (there may be 100,000 of them)."""
+
+    def __init__(self, service: ConsoleService, exclude: set[int], parent: QWidget | None = None) -> None:
+        super().__init__("Add users to the group", {}, parent)
+        self.service = service
+        self.exclude = exclude
+        self.filter.setPlaceholderText("Search users by name or email")
+        self.filter.textChanged.disconnect()
+        self._debounce = Debouncer(250, self._search, self)
+        self.filter.textChanged.connect(self._debounce.trigger)
+        self._task: asyncio.Task[Any] | None = None
+        self._search()
+
+    def _search(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # latest wins
+        self._task = self.service.spawn(self._load(self.filter.text().strip()))
+
+    async def _load(self, text: str) -> None:
+        page = await self.service.list_page("users", {"q": text or None, "limit": 100})
+        chosen = {item.data(Qt.ItemDataRole.UserRole) for item in self.list.selectedItems()}
+        self.list.clear()
+        for user in page.items:
+            if user.id in self.exclude:
+                continue
+            item = QListWidgetItem(f"{user.username}" + (f" <{user.email}>" if user.email else ""))
+            item.setData(Qt.ItemDataRole.UserRole, user.id)
+            self.list.addItem(item)
+            item.setSelected(user.id in chosen)
+        self.loaded_text = text
+
+
+class MembershipSection(QGroupBox):
+    """A user's groups (anchor "users") or a group's members (anchor "groups")."""
+
+    def __init__(self, panel: EntityPanel, service: ConsoleService) -> None:
+        super().__init__("Groups" if panel.spec.key == "users" else "Members")
+        self.panel = panel
+        self.service = service
+        self.anchor = panel.spec.key
+        self.record: BaseModel | None = None
+        self.members: dict[int, str] = {}
+        self.last_dialog: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        layout = QVBoxLayout(self)
+        self.summary = QLabel()
+        self.summary.setObjectName("fieldHelp")
+        layout.addWidget(self.summary)
+        self.list = QListWidget()
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setMaximumHeight(140)
+        layout.addWidget(self.list)
+        buttons = QHBoxLayout()
+        self.add_button = QPushButton(icon("add"), "Add groups…" if self.anchor == "users" else "Add users…")
+        self.remove_button = QPushButton(icon("delete"), "Remove selected")
+        self.add_button.clicked.connect(lambda: self.service.spawn(self.add()))
+        self.remove_button.clicked.connect(lambda: self.service.spawn(self.remove(self.selected())))
+        self.list.itemSelectionChanged.connect(self._update)
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.remove_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        panel.record_shown.connect(self._record_shown)
+        self.hide()
+
+    def _record_shown(self, record: BaseModel | None) -> None:
+        same = record is not None and self.record is not None and getattr(record, "id") == getattr(self.record, "id")
+        self.record = record
+        self.setVisible(record is not None)
+        if record is not None and not same:
+            self.reload()
+
+    def reload(self) -> asyncio.Task[Any] | None:
+        if self.record is None:
+            return None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = self.service.spawn(self._load(getattr(self.record, "id")))
+        return self._task
+
+    async def _load(self, record_id: int) -> None:
+        if self.anchor == "users":
+            page = await self.service.list_page("groups", {"user_id": record_id, "limit": SHOWN_LIMIT})
+            members = {group.id: group.name for group in page.items}
+        else:
+            page = await self.service.list_page("users", {"group_id": record_id, "limit": SHOWN_LIMIT})
+            members = {user.id: user.username for user in page.items}
+        if self.record is None or getattr(self.record, "id") != record_id:
+            return
+        self.members = members
+        self.list.clear()
+        for member_id, label in sorted(members.items(), key=lambda item: item[1].lower()):
+            item = QListWidgetItem(label)
+            item.setData(Qt.ItemDataRole.UserRole, member_id)
+            self.list.addItem(item)
+        noun = "group" if self.anchor == "users" else "member"
+        more = f" (the first {SHOWN_LIMIT} shown)" if page.total > len(members) else ""
+        self.summary.setText(counted(page.total, noun + "s") + more)
+        self._update()
+
+    def _update(self) -> None:
+        self.remove_button.setEnabled(bool(self.list.selectedItems()))
+
+    def selected(self) -> list[int]:
+        return [int(item.data(Qt.ItemDataRole.UserRole)) for item in self.list.selectedItems()]
+
+    async def add(self) -> None:
+        if self.record is None:
+            return
+        if self.anchor == "users":
+            groups = await self.service.labels("groups", refresh=True)
+            dialog: PickDialog = PickDialog("Add the user to groups", {k: v for k, v in groups.items() if k not in self.members}, self)
+        else:
+            dialog = UserPickDialog(self.service, set(self.members), self)
+        self.last_dialog = dialog
+        if await run_dialog(dialog) != PickDialog.DialogCode.Accepted:
+            return
+        await self.change(dialog.chosen(), add=True)
+
+    async def remove(self, ids: list[int]) -> None:
+        if not ids or self.record is None:
+            return
+        names = ", ".join(self.members.get(i, f"#{i}") for i in ids[:5]) + ("…" if len(ids) > 5 else "")
+        label = self.panel.spec.label(self.record)
+        text = (
+            f"Remove “{label}” from {counted(len(ids), 'groups')} ({names})? Their access rules stop applying to this user."
+            if self.anchor == "users"
+            else f"Remove {counted(len(ids), 'users')} ({names}) from the group “{label}”? The group's access rules stop applying to them."
+        )
+        dialog = ConfirmDialog("Remove memberships?", text, "Remove", danger=True, parent=self)
+        self.last_dialog = dialog
+        if await run_dialog(dialog) != ConfirmDialog.DialogCode.Accepted:
+            return
+        await self.change(ids, add=False)
+
+    async def change(self, ids: list[int], *, add: bool) -> None:
+        if not ids or self.record is None:
+            return
+        record_id = int(getattr(self.record, "id"))
+        try:
+            if self.anchor == "users":
+                result = await self.service.change_user_groups(record_id, ids, add=add)
+            else:
+                result = await self.service.change_group_members(record_id, ids, add=add)
+        except (ApiError, ServerUnreachable) as error:
+            self.summary.setText(f"Not changed: {_error_text(error)}")
+            return
+        await self._load(record_id)
+        verb = "added" if add else "removed"
+        self.summary.setText(self.summary.text() + f" — {counted(result.changed, 'memberships')} {verb}")
+
+
+class SessionSection(QWidget):
+    """Revoke the shown session at once (its tokens stop working)."""
+
+    def __init__(self, panel: EntityPanel, service: ConsoleService) -> None:
+        super().__init__()
+        self.panel = panel
+        self.service = service
+        self.record: BaseModel | None = None
+        self.last_dialog: Any = None
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.reason = QLineEdit("revoked by an administrator")
+        self.revoke_button = QPushButton(icon("revoke"), "Revoke session")
+        self.revoke_button.setObjectName("danger")
+        self.revoke_button.clicked.connect(lambda: self.service.spawn(self.revoke()))
+        layout.addWidget(QLabel("Reason"))
+        layout.addWidget(self.reason, 1)
+        layout.addWidget(self.revoke_button)
+        panel.record_shown.connect(self._record_shown)
+        self.hide()
+
+    def _record_shown(self, record: BaseModel | None) -> None:
+        self.record = record
+        self.setVisible(record is not None)
+        self.revoke_button.setEnabled(bool(record is not None and getattr(record, "active", False)))
+
+    async def revoke(self) -> None:
+        record = self.record
+        if record is None:
+            return
+        dialog = ConfirmDialog(
+            "Revoke session?",
+            f"Revoke this {getattr(record, 'kind').value} session? Its tokens stop working at once "
+            "(at Orthanc within the validity Portico returned).",
+            "Revoke",
+            danger=True,
+            parent=self,
+        )
+        self.last_dialog = dialog
+        if await run_dialog(dialog) != ConfirmDialog.DialogCode.Accepted:
+            return
+        try:
+            revoked = await self.service.revoke_session(str(getattr(record, "id")), self.reason.text().strip() or "revoked")
+        except (ApiError, ServerUnreachable) as error:
+            self.panel.form.message.setText(f"Not revoked: {_error_text(error)}")
+            return
+        self.panel.model.replace_record(revoked)
+        self.panel.show_record(revoked, message="Session revoked.")
+
+
+class OrthancConfigSection(QWidget):
+    """The imaging server's 'Authorization' block for Orthanc, with a new plugin credential."""
+
+    def __init__(self, panel: EntityPanel, service: ConsoleService) -> None:
+        super().__init__()
+        self.panel = panel
+        self.service = service
+        self.record: BaseModel | None = None
+        self.last_dialog: Any = None
+        self.block: dict[str, Any] | None = None
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.button = QPushButton(icon("imaging-server"), "Orthanc configuration…")
+        self.button.setToolTip("Make a plugin credential and show the configuration block to paste into Orthanc")
+        self.button.clicked.connect(lambda: self.service.spawn(self.show_configuration()))
+        layout.addStretch(1)
+        layout.addWidget(self.button)
+        panel.record_shown.connect(self._record_shown)
+        self.hide()
+
+    def _record_shown(self, record: BaseModel | None) -> None:
+        self.record = record
+        self.setVisible(record is not None)
+
+    async def show_configuration(self) -> None:
+        if self.record is None:
+            return
+        try:
+            self.block = await self.service.orthanc_config(int(getattr(self.record, "id")))
+        except (ApiError, ServerUnreachable) as error:
+            self.panel.form.message.setText(f"No configuration: {_error_text(error)}")
+            return
+        dialog = TextDialog(
+            "Orthanc configuration",
+            "Paste this into Orthanc's configuration. It holds a new plugin credential whose password is "
+            "shown only now; Portico keeps a hash.",
+            json.dumps(self.block, indent=2),
+            parent=self,
+        )
+        self.last_dialog = dialog
+        await run_dialog(dialog)
+
+
+SECTIONS: dict[str, tuple[type, ...]] = {
+    "users": (MembershipSection,),
+    "groups": (MembershipSection,),
+    "sessions": (SessionSection,),
+    "imaging-servers": (OrthancConfigSection,),
+}
