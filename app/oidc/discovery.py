@@ -9,6 +9,7 @@ anything the network or the provider does: a failure is a failed check.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -78,14 +79,25 @@ def describe_transport_error(error: BaseException, url: str, timeout: float) -> 
     """(check name, message) for an error that left no HTTP answer."""
     host = _host(url)
     text = str(error)
+    chain: list[BaseException] = []
     cause: BaseException | None = error
-    while cause is not None:
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    # anyio says "All connection attempts failed"; the OSError underneath has the reason.
+    if any(isinstance(item, socket.gaierror) for item in chain):
+        return "reachability", (f"The name {urlsplit(url).hostname} does not resolve (DNS). Check its spelling; if it is right, "
+                                "this computer is offline or its DNS server does not answer.")
+    if any(isinstance(item, ConnectionRefusedError) for item in chain):
+        return "reachability", (f"Nothing answers at {host} (connection refused): check the host and port, "
+                                "and that the identity provider is running.")
+    text = " / ".join(str(item) for item in chain if str(item))
+    for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cause):
             return "tls", (f"The TLS certificate of {host} could not be verified ({getattr(cause, 'verify_message', '') or cause}). "
                            "Check the domain name; a proxy that inspects TLS would need its certificate installed.")
         if isinstance(cause, ssl.SSLError):
             return "tls", f"The TLS handshake with {host} failed ({cause}): is this an https server on that port?"
-        cause = cause.__cause__ or cause.__context__
     if isinstance(error, httpx.TimeoutException):
         return "reachability", (f"No answer from {host} within {timeout:g} s: the server may be down, or a firewall "
                                 "or proxy drops the connection.")
