@@ -260,7 +260,7 @@ def console_idp() -> Iterator[Any]:
 
 
 @pytest.fixture
-def sso_window(make_window: Any, run: Runner, sso_server: EmbeddedChild) -> Any:
+def sso_window(web_engine: None, make_window: Any, run: Runner, sso_server: EmbeddedChild) -> Any:
     """A main window attached to the single sign-on tests' embedded server."""
     main = make_window("sso-console")
     run(main.attach(sso_server.url, sso_server.token))
@@ -307,3 +307,33 @@ def sign_in_at_idp(run: Runner, panel: Any, username: str, password: str, *, can
     clicked: dict[str, Any] = {}
     panel.page.runJavaScript(script, 0, lambda value: clicked.setdefault("value", value))
     run.until(lambda: "value" in clicked, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def web_engine(qapp: Any) -> Iterator[None]:
+    """Chromium's helper processes (zygotes) start with the first web view and live as long
+    as the application: start them before any test counts its child processes."""
+    from PySide6.QtWebEngineWidgets import QWebEngineView
+
+    view = QWebEngineView()
+    loaded: list[bool] = []
+    view.loadFinished.connect(loaded.append)
+    view.setHtml("<html><body>warm-up</body></html>")
+    deadline = time.monotonic() + 30
+    while not loaded and time.monotonic() < deadline:
+        qapp.processEvents()
+        time.sleep(0.01)
+    yield
+    # Every page must be gone before the default profile is released at exit, or Chromium
+    # crashes the process on its way out.
+    import shiboken6
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWebEngineCore import QWebEnginePage
+
+    shiboken6.delete(view)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
+    for page in [obj for obj in gc.get_objects() if isinstance(obj, QWebEnginePage)]:
+        if shiboken6.isValid(page):
+            shiboken6.delete(page)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
