@@ -315,7 +315,8 @@ def auth_server_urls(record_id: PathId, portico: PorticoDep,
              summary="Start a login from the console's browser pane, with its timeline kept")
 def start_test_login(record_id: PathId, body: s.TestLoginCreate, portico: PorticoDep,
                      principal: Annotated[Principal, Depends(require(EntityType.AUTH_SERVER, Action.CHANGE))]) -> Any:
-    test_id, login_url = portico.sso.create_test_login(record_id, principal.actor, dry_run=body.dry_run)
+    test_id, login_url = portico.sso.create_test_login(record_id, principal.actor, dry_run=body.dry_run,
+                                                       code_challenge=body.code_challenge)
     return s.TestLoginStarted(id=test_id, login_url=login_url, redirect_prefix=CONSOLE_TEST_REDIRECT)
 
 

@@ -60,12 +60,15 @@ def build_router(portico: Portico) -> APIRouter:
         try:
             started = await run_in_threadpool(
                 sso.start, token, redirect_uri=query.get("redirect_uri"), client_state=query.get("state"),
-                test_ticket=query.get("test_login"))
+                test_ticket=query.get("test_login"), code_challenge=query.get("code_challenge"),
+                code_challenge_method=query.get("code_challenge_method"))
         except IdPError as error:
             return error_page(error)
         response = RedirectResponse(started.authorize_url, status_code=302, headers=NO_STORE)
+        # One cookie per auth server (its path is the auth server's, under the Site's own path
+        # prefix): two logins through two auth servers in one browser do not collide.
         response.set_cookie(LOGIN_COOKIE, started.cookie_secret, max_age=portico.settings.pending_login_seconds,
-                            path=BROKER_PATH, httponly=True, samesite="lax", secure=started.secure_cookie)
+                            path=started.cookie_path, httponly=True, samesite="lax", secure=started.secure_cookie)
         return response
 
     @router.get(BROKER_PATH, summary="Log in through the default auth server", response_class=HTMLResponse)
@@ -85,16 +88,22 @@ def build_router(portico: Portico) -> APIRouter:
                 sso.finish, token, request.cookies.get(LOGIN_COOKIE), params,
                 address=client_address(request), user_agent=request.headers.get("user-agent"))
         except LoginFailed as failed:
+            consumed = failed.report.consumed
             if failed.redirect_to is not None:  # a console test login: the console shows the timeline
                 response: Response = RedirectResponse(failed.redirect_to, status_code=302, headers=NO_STORE)
             else:
                 response = error_page(failed.error, login_url=None)
         else:
+            consumed = True
             if finished.redirect_to is None:
                 response = page("sso_message.html", title="Dry run finished", message="Nothing was created or changed.")
             else:
                 response = RedirectResponse(finished.redirect_to, status_code=302, headers=NO_STORE)
-        response.delete_cookie(LOGIN_COOKIE, path=BROKER_PATH)
+        # A refusal before the login was used up (a forged state) leaves the cookie: the
+        # browser's real answer from the IdP may still arrive.
+        cookie_path = await run_in_threadpool(sso.cookie_path, token) if consumed else None
+        if cookie_path is not None:
+            response.delete_cookie(LOGIN_COOKIE, path=cookie_path)
         return response
 
     async def token_endpoint(request: Request) -> Response:
@@ -105,7 +114,8 @@ def build_router(portico: Portico) -> APIRouter:
             if grant_type == "authorization_code":
                 if not form.get("code") or not form.get("redirect_uri"):
                     raise GrantRefused("invalid_request", "code and redirect_uri are required")
-                grant = await run_in_threadpool(sso.exchange_login_code, form["code"], form["redirect_uri"], address)
+                grant = await run_in_threadpool(sso.exchange_login_code, form["code"], form["redirect_uri"], address,
+                                                form.get("code_verifier"))
             elif grant_type == "refresh_token":
                 if not form.get("refresh_token"):
                     raise GrantRefused("invalid_request", "refresh_token is required")
@@ -131,6 +141,15 @@ def build_router(portico: Portico) -> APIRouter:
         result = await run_in_threadpool(sso.logout, token, client_address(request))
         return OrjsonResponse(result, headers=NO_STORE)
 
+    async def signed_out(_request: Request) -> Response:
+        # Where an identity provider sends the browser after its own sign-out (the sign-out
+        # URL registered there): the Portico session was ended by the viewer's POST.
+        return page("sso_message.html", title="Signed out", message="You are signed out. You may close this window.")
+
+    router.add_api_route(BROKER_PATH + "logout/", signed_out, methods=["GET"], response_class=HTMLResponse,
+                         summary="The page an identity provider returns to after signing out")
+    router.add_api_route(BROKER_PATH + "{token}/logout/", signed_out, methods=["GET"], response_class=HTMLResponse,
+                         summary="The same page, under an auth server's path")
     router.add_api_route(BROKER_PATH + "logout/", logout, methods=["POST"], summary="End the Portico session (and the IdP's tokens)")
     router.add_api_route(BROKER_PATH + "{token}/logout/", logout, methods=["POST"], summary="The same logout, under an auth server's path")
 

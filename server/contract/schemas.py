@@ -937,6 +937,9 @@ class TestLoginCreate(Strict):
     __test__ = False  # not a pytest test class, whatever its name
 
     dry_run: bool = Field(False, description="Run the whole flow, but create or change no user, group or session.")
+    code_challenge: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = Field(
+        None, description="PKCE S256 challenge: the one-time code can then be exchanged only with its verifier."
+    )
 
 
 class TestLoginStarted(BaseModel):

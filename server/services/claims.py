@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import re
+import unicodedata
+
 import jmespath
 import jmespath.exceptions
 import jmespath.parser
@@ -19,6 +22,10 @@ from server.contract.errors import FieldError
 
 FIELDS = ("username", "email", "first_name", "last_name", "groups")
 MAX_GROUPS = 500
+MAX_EMAIL = 320
+# The characters an administrator may use in a username (contract.schemas.Username): an IdP
+# must not be able to create "аdmin" with a Cyrillic "а", or names with spaces or controls.
+USERNAME_CHARACTERS = re.compile(r"^[A-Za-z0-9_.@+-]{1,150}$")
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ def map_claims(mapping: dict[str, str], claims: dict[str, Any]) -> MappedUser:
             problems.append(FieldError(field=name, message=f"the expression {expression!r} failed: {error}"))
             results[name] = None
     username = _text(results["username"])
+    if username is not None:
+        username = unicodedata.normalize("NFKC", username)
     if username is None:
         problems.append(FieldError(
             field="username",
@@ -101,7 +110,13 @@ def map_claims(mapping: dict[str, str], claims: dict[str, Any]) -> MappedUser:
         ))
     elif len(username) > 150:
         problems.append(FieldError(field="username", message="longer than 150 characters"))
+    elif not USERNAME_CHARACTERS.match(username):
+        problems.append(FieldError(field="username", message=f"{username!r:.80} has characters Portico does not allow in "
+                                   "usernames (letters A-Z, digits and _ . @ + -): map another claim to the username"))
     email = _text(results["email"])
+    if email is not None and len(email) > MAX_EMAIL:
+        problems.append(FieldError(field="email", message=f"longer than {MAX_EMAIL} characters; ignored"))
+        email = None
     if email is not None and "@" not in email:
         problems.append(FieldError(field="email", message=f"{email!r:.80} is not an e-mail address; ignored"))
         email = None

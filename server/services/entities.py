@@ -54,13 +54,16 @@ def _provider_before_create(_ctx: WriteContext, _row: Any, values: Values) -> No
     parameters: dict[str, str] = values.pop("parameters", None) or {}
     parameters["origin"] = origin(values["scheme"], values["hostname"], values.get("port"))
     missing: list[FieldError] = []
+    # Without a JWKS URI and an issuer no ID token can be checked: every login would fail
+    # after spending the IdP's code. Refuse such a provider when it requires ID tokens.
+    needed = {"authorization_endpoint", "token_endpoint"} | ({"jwks_uri", "issuer"} if values.get("require_id_token", True) else set())
     for name, template in preset.endpoint_fields.items():
         if values.get(name) is not None:
             continue
         filled, unfilled = fill(template, parameters)
         if unfilled:
             already = {error.field for error in missing}
-            if name in ("authorization_endpoint", "token_endpoint") and f"parameters.{unfilled[0]}" not in already:
+            if name in needed and f"parameters.{unfilled[0]}" not in already:
                 missing.append(FieldError(
                     field=f"parameters.{unfilled[0]}",
                     message=f"the {preset.title} preset needs {', '.join(unfilled)} to build {name}; give it, or give the endpoint",

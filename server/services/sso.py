@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -29,12 +30,14 @@ from server.domain.presets import origin
 from server.domain.vocabulary import AuditOutcome, EntityType, GroupSync, ProviderPreset, SessionKind, TokenPrefix, UserSource
 from server.services import audit, secrets_tokens
 from server.services.audit import Actor
+from server.services.authz_state import BOOKKEEPING
 from server.services.claims import MappedUser, map_claims, merge_claims
 from server.services.oidc_rp import (
     Endpoints,
     IdPError,
     JwksCache,
     authorization_url,
+    code_challenge,
     endpoints_of,
     exchange_code,
     fetch_userinfo,
@@ -74,6 +77,8 @@ MAX_USERNAME_SUFFIX = 1000
 # Where a console test login returns: the console's browser pane intercepts the navigation,
 # so nothing listens there, and no whitelist entry is needed (an administrator started it).
 CONSOLE_TEST_REDIRECT = "http://127.0.0.1/portico-console/test-login"
+PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+PKCE_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
 
 def _sha256(text: str) -> str:
@@ -148,6 +153,7 @@ class LoginReport:
     group_changes: dict[str, list[str]] = field(default_factory=dict)
     test_login_id: str | None = None
     dry_run: bool = False
+    consumed: bool = False  # the pending login was used up (its cookie is no longer needed)
 
     @contextmanager
     def step(self, name: str) -> Iterator[Step]:
@@ -157,6 +163,9 @@ class LoginReport:
             yield record
         except IdPError as error:
             record.status, record.detail = "failed", error.message
+            raise
+        except Exception:
+            record.status, record.detail = "failed", "internal error (in the server's log)"
             raise
         finally:
             record.duration_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -185,6 +194,12 @@ class LoginFailed(Exception):
         self.report = report
         self.auth_server = auth_server
         self.redirect_to = redirect_to  # console test logins return to the console even when they fail
+
+
+def _pkce_matches(verifier: str | None, challenge: str) -> bool:
+    if verifier is None or not PKCE_VERIFIER.match(verifier):
+        return False
+    return secrets.compare_digest(code_challenge(verifier), challenge)
 
 
 def _fail(step: str, code: str, message: str, status: int = 400) -> IdPError:
@@ -221,6 +236,7 @@ class StartedLogin:
     cookie_secret: str
     authorize_url: str
     secure_cookie: bool
+    cookie_path: str
 
 
 @dataclass(frozen=True)
@@ -262,6 +278,12 @@ class SingleSignOn:
                             revoke=provider.revoke_endpoint, userinfo=provider.userinfo_endpoint,
                             jwks_uri=provider.jwks_uri, issuer=provider.issuer)
 
+    def cookie_path(self, auth_server_token: str) -> str | None:
+        """The path of an auth server's login cookie: its login URL's path (under the Site's prefix)."""
+        with self._db.reading() as session:
+            auth_server = session.scalar(select(AuthServer).where(AuthServer.token == auth_server_token))
+            return urlsplit(self.urls(session, auth_server).login).path if auth_server else None
+
     def urls(self, session: DbSession, auth_server: AuthServer) -> BrokerUrls:
         provider = session.get(Provider, auth_server.provider_id)
         return broker_urls(get_site(session).base_url, auth_server, provider.preset if provider else "")
@@ -269,7 +291,8 @@ class SingleSignOn:
     # ------------------------------------------------------------ 1. login: send the browser to the IdP
 
     def start(self, auth_server_token: str | None, *, redirect_uri: str | None, client_state: str | None,
-              test_ticket: str | None = None) -> StartedLogin:
+              test_ticket: str | None = None, code_challenge: str | None = None,
+              code_challenge_method: str | None = None) -> StartedLogin:
         with self._db.writing() as session:
             auth_server = self._auth_server(session, auth_server_token)
             provider = session.get(Provider, auth_server.provider_id)
@@ -278,7 +301,7 @@ class SingleSignOn:
             test: ConsoleTestLogin | None = None
             if test_ticket is not None:
                 test = self._claim_test_ticket(session, auth_server, test_ticket)
-                redirect_uri, client_state = CONSOLE_TEST_REDIRECT, None
+                redirect_uri, client_state, code_challenge = CONSOLE_TEST_REDIRECT, None, test.code_challenge
             elif not redirect_uri:
                 raise _fail("login", "redirect_uri_missing", "the login link has no redirect_uri: the viewer must say "
                             "where to return after the login")
@@ -286,6 +309,11 @@ class SingleSignOn:
                 # No redirect happens: an open redirector would hand codes to anyone.
                 raise _fail("login", "redirect_uri_not_allowed", f"{redirect_uri!r:.300} is not in the redirect URL "
                             f"whitelist of auth server {auth_server.token}; an administrator must add it (exact match)")
+            if code_challenge is not None and test is None:
+                if code_challenge_method != "S256":
+                    raise _fail("login", "pkce_method", "code_challenge_method must be S256 (plain is not accepted)")
+                if not PKCE_CHALLENGE.match(code_challenge):
+                    raise _fail("login", "pkce_challenge", "code_challenge must be 43 url-safe base64 characters (S256 of the verifier)")
             if client_state is not None and len(client_state) > 500:
                 raise _fail("login", "state_too_long", "the viewer's state parameter is longer than 500 characters")
             cookie_secret = secrets.token_urlsafe(32)
@@ -304,6 +332,7 @@ class SingleSignOn:
                 client_state=client_state,
                 dry_run=test.dry_run if test else False,
                 test_login_id=test.id if test else None,
+                code_challenge=code_challenge,
                 created_at=now,
                 expires_at=now + timedelta(seconds=self._settings.pending_login_seconds),
             ))
@@ -311,7 +340,7 @@ class SingleSignOn:
             session.execute(delete(PendingLogin).where(PendingLogin.expires_at < now - timedelta(hours=1)))
             url = authorization_url(self._endpoints(provider), client_id=auth_server.client_id, callback_url=urls.callback,
                                     scopes=list(provider.scopes), state=state, nonce=nonce, code_verifier=verifier)
-        return StartedLogin(cookie_secret, url, secure_cookie=urls.callback.startswith("https://"))
+        return StartedLogin(cookie_secret, url, secure_cookie=urls.callback.startswith("https://"), cookie_path=urlsplit(urls.login).path)
 
     def _claim_test_ticket(self, session: DbSession, auth_server: AuthServer, ticket: str) -> ConsoleTestLogin:
         test = session.scalar(select(ConsoleTestLogin).where(ConsoleTestLogin.ticket_hash == _sha256(ticket)).with_for_update())
@@ -326,7 +355,7 @@ class SingleSignOn:
 
     # ------------------------------------------------------------ console test logins
 
-    def create_test_login(self, auth_server_id: int, actor: Actor, *, dry_run: bool) -> tuple[str, str]:
+    def create_test_login(self, auth_server_id: int, actor: Actor, *, dry_run: bool, code_challenge: str | None = None) -> tuple[str, str]:
         """(test login id, the URL the console's browser pane opens)."""
         with self._db.writing() as session:
             auth_server = session.get(AuthServer, auth_server_id)
@@ -334,7 +363,7 @@ class SingleSignOn:
                 raise NotFound(f"no auth server with id {auth_server_id}")
             ticket = secrets.token_urlsafe(32)
             test = ConsoleTestLogin(id=secrets.token_hex(12), ticket_hash=_sha256(ticket), auth_server_id=auth_server.id,
-                                    created_by=actor.name, dry_run=dry_run,
+                                    created_by=actor.name, dry_run=dry_run, code_challenge=code_challenge,
                                     expires_at=utcnow() + timedelta(seconds=self._settings.pending_login_seconds))
             session.add(test)
             session.flush()
@@ -374,6 +403,14 @@ class SingleSignOn:
         except IdPError as error:
             self._audit_failure(auth_server_token, error, address)
             raise LoginFailed(error, report, auth_server_token, self._record_test(report, "failed", error, None)) from None
+        except Exception:
+            # Fail closed, and still as a page that says so (never a stack trace): a database
+            # refusal (a concurrent first login, a value too long) or an undecryptable secret.
+            log.exception("login through auth server %s failed", auth_server_token)
+            internal = IdPError("user", "internal_error", "Portico could not finish the login because of an internal "
+                                "error; it is in the server's log. Try again; if it repeats, tell your administrator", status=500)
+            self._audit_failure(auth_server_token, internal, address)
+            raise LoginFailed(internal, report, auth_server_token, self._record_test(report, "failed", internal, None)) from None
         if report.test_login_id is not None:
             code = dict(parse_qsl(urlsplit(finished.redirect_to).query)).get("code") if finished.redirect_to else None
             return FinishedLogin(self._record_test(report, "ok", None, code), report)
@@ -390,38 +427,42 @@ class SingleSignOn:
                 if pending is None or pending.auth_server_id != auth_server.id:
                     raise _fail("callback", "login_unknown", "this browser has no login in progress here (it expired, "
                                 "another browser started it, or cookies are blocked): start again from the login page")
-                # Single use, whatever happens next (committed now, even if a check below fails):
-                # a replayed callback finds it finished.
+                report.test_login_id, report.dry_run = pending.test_login_id, pending.dry_run
+                # The state is compared before the login is used up: a forged callback (a
+                # page sending this browser to ".../callback/?state=x") must not destroy the
+                # login in progress.
+                if provider.use_state:
+                    if not params.get("state"):
+                        raise _fail("callback", "state_missing", "the identity provider's answer carries no state: refused "
+                                    "(a forged or replayed callback, or the provider drops the parameter)")
+                    if not secrets.compare_digest(_sha256(params["state"]), pending.state_hash or ""):
+                        raise _fail("callback", "state_mismatch", "the state in the callback does not match this browser's "
+                                    "login: refused (cross-site request forgery, or two logins in one browser)")
+                # Single use from here on, whatever happens next (committed now, even if a later
+                # step fails): a replayed callback finds it finished.
                 outcome = session.execute(
                     update(PendingLogin).where(PendingLogin.id == pending.id, PendingLogin.finished_at.is_(None))
                     .values(finished_at=utcnow())
                 )
                 claimed = isinstance(outcome, CursorResult) and outcome.rowcount == 1
+                report.consumed = True
                 endpoints = self._endpoints(provider)
                 verifier = self._box.decrypt(pending.code_verifier_encrypted) if pending.code_verifier_encrypted else None
                 secret = self._box.decrypt(auth_server.client_secret_encrypted) if auth_server.client_secret_encrypted else None
-                state_hash, expires_at, use_state = pending.state_hash, pending.expires_at, provider.use_state
-                report.test_login_id, report.dry_run = pending.test_login_id, pending.dry_run
+                expires_at = pending.expires_at
                 context = _LoginContext(
                     auth_server_id=auth_server.id, auth_server_token=auth_server.token, group_sync=auth_server.group_sync,
                     client_id=auth_server.client_id, client_secret=secret, provider_id=provider.id,
                     provider_name=provider.name, auth_method=provider.token_endpoint_auth_method,
                     require_id_token=provider.require_id_token, claim_mapping=dict(provider.claim_mapping),
                     callback_url=pending.callback_url, redirect_uri=pending.redirect_uri, client_state=pending.client_state,
-                    nonce=pending.nonce, dry_run=pending.dry_run,
+                    nonce=pending.nonce, dry_run=pending.dry_run, code_challenge=pending.code_challenge,
                 )
             if not claimed:
                 raise _fail("callback", "login_replayed", "this login was already finished: a callback URL can be used "
                             "once; start again from the login page")
             if expires_at < utcnow():
                 raise _fail("callback", "login_expired", f"the login took longer than {self._settings.pending_login_seconds} s; start again")
-            if use_state:
-                if not params.get("state"):
-                    raise _fail("callback", "state_missing", "the identity provider's answer carries no state: refused "
-                                "(a forged or replayed callback, or the provider drops the parameter)")
-                if not secrets.compare_digest(_sha256(params["state"]), state_hash or ""):
-                    raise _fail("callback", "state_mismatch", "the state in the callback does not match this browser's "
-                                "login: refused (cross-site request forgery, or two logins in one browser)")
             if "error" in params:
                 raise self._idp_error(params, context.callback_url)
             code = params.get("code")
@@ -468,6 +509,7 @@ class SingleSignOn:
             session_row = self._open_session(session, context, user, upstream, address, user_agent)
             code_value = f"{TokenPrefix.LOGIN_CODE.value}_{secrets.token_urlsafe(32)}"
             session.add(OneTimeCode(id=_sha256(code_value), session_id=session_row.id, redirect_uri=context.redirect_uri,
+                                    code_challenge=context.code_challenge,
                                     expires_at=utcnow() + timedelta(seconds=self._settings.login_code_seconds)))
         params_out = [("code", code_value)] + ([("state", context.client_state)] if context.client_state else [])
         return FinishedLogin(str(add_params_to_uri(context.redirect_uri, params_out)), report)
@@ -567,7 +609,7 @@ class SingleSignOn:
                       client_address=address, user_agent=(user_agent or "")[:500] or None,
                       upstream_tokens_encrypted=self._box.encrypt(json.dumps(kept)) if kept else None)
         session.add(row)
-        session.execute(update(User).where(User.id == user.id).values(last_login=now))
+        session.execute(update(User).where(User.id == user.id).values(last_login=now).execution_options(**{BOOKKEEPING: True}))
         session.flush()
         audit.record(session, Actor(name=user.username, user_id=user.id, address=address), "auth.sso.login",
                      target_type=EntityType.SESSION.value, target_id=row.id, target_label=user.username,
@@ -585,7 +627,7 @@ class SingleSignOn:
 
     # ------------------------------------------------------------ 4. the token endpoint
 
-    def exchange_login_code(self, code: str, redirect_uri: str, address: str | None) -> TokenGrant:
+    def exchange_login_code(self, code: str, redirect_uri: str, address: str | None, code_verifier: str | None = None) -> TokenGrant:
         refused: GrantRefused | None = None
         with self._db.writing() as session:
             # FOR UPDATE: on PostgreSQL a concurrent exchange of the same code waits here and
@@ -603,6 +645,8 @@ class SingleSignOn:
                 refused = GrantRefused("invalid_grant", "the code has expired")
             elif row.redirect_uri != redirect_uri:
                 refused = GrantRefused("invalid_grant", "redirect_uri differs from the one the login used")
+            elif row.code_challenge is not None and not _pkce_matches(code_verifier, row.code_challenge):
+                refused = GrantRefused("invalid_grant", "code_verifier missing or wrong (this login used PKCE)")
             else:
                 row.used_at = utcnow()
                 return self._grant(session, row.session_id)
@@ -638,7 +682,9 @@ class SingleSignOn:
         lifetime = min(timedelta(seconds=self._settings.refresh_token_seconds), sso_session.expires_at - utcnow())
         session.add(RefreshToken(id=issued.public_id, secret_hash=issued.secret_hash, session_id=session_id,
                                  expires_at=utcnow() + lifetime))
-        session.execute(update(Session).where(Session.id == session_id).values(last_seen_at=utcnow()))
+        # Bookkeeping: it must not move the generation (and empty every replica's caches).
+        session.execute(update(Session).where(Session.id == session_id).values(last_seen_at=utcnow())
+                        .execution_options(**{BOOKKEEPING: True}))
         session.flush()
         return TokenGrant(self._tokens.issue(user, session_id), issued.token, int(self._tokens.lifetime.total_seconds()), session_id)
 
@@ -705,7 +751,7 @@ class _LoginContext:
     auth_server_token: str
     group_sync: str
     client_id: str
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)
     provider_id: int
     provider_name: str
     auth_method: str
@@ -716,3 +762,4 @@ class _LoginContext:
     client_state: str | None
     nonce: str | None
     dry_run: bool
+    code_challenge: str | None  # the viewer's (or console's) PKCE challenge for Portico's own code

@@ -304,6 +304,7 @@ class PendingLogin(Base):
     client_state: Mapped[str | None] = mapped_column(String(500))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     test_login_id: Mapped[str | None] = mapped_column(ForeignKey("sso_test_logins.id", ondelete="CASCADE"))
+    code_challenge: Mapped[str | None] = mapped_column(String(64))  # PKCE S256 for Portico's own one-time code
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
@@ -321,6 +322,7 @@ class ConsoleTestLogin(Base):
     auth_server_id: Mapped[int] = mapped_column(ForeignKey("auth_servers.id", ondelete="CASCADE"), index=True)
     created_by: Mapped[str] = mapped_column(String(150))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    code_challenge: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
@@ -337,6 +339,7 @@ class OneTimeCode(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the code
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     redirect_uri: Mapped[str] = mapped_column(String(2000))
+    code_challenge: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

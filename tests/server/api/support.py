@@ -38,6 +38,8 @@ PUBLIC_OPERATIONS = frozenset(
         ("post", "/auth/openid/{token}/token/"),
         ("post", "/auth/openid/logout/"),
         ("post", "/auth/openid/{token}/logout/"),
+        ("get", "/auth/openid/logout/"),
+        ("get", "/auth/openid/{token}/logout/"),
         ("post", "/oauth2/revoke"),
     }
 )

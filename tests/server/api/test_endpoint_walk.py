@@ -294,6 +294,8 @@ WALKED: set[tuple[str, str]] = {
     ("post", "/auth/openid/{token}/token/"),
     ("post", "/auth/openid/logout/"),
     ("post", "/auth/openid/{token}/logout/"),
+    ("get", "/auth/openid/logout/"),
+    ("get", "/auth/openid/{token}/logout/"),
     ("post", "/oauth2/revoke"),
 }
 for _entity in ENTITIES:

@@ -224,3 +224,47 @@ def test_failed_logins_are_audited(cognito: Wiring, fresh_user: IdPUser) -> None
     events = cognito.api.get("/api/v1/audit-events", params={"action": "auth.sso.login", "outcome": "failure", "limit": 5,
                                                               "sort": "-id"}).json()["items"]
     assert events and "state_mismatch" in events[0]["detail"]
+
+
+def test_a_forged_callback_does_not_destroy_the_login_in_progress(cognito: Wiring, fresh_user: IdPUser) -> None:
+    browser, callback = _callback_url(cognito, fresh_user)
+    status, code, _ = _error(browser.get(_with_query(callback, state="forged", code="forged")))
+    assert code == "state_mismatch"
+    # The real answer from the IdP still completes the login.
+    assert browser.get(callback).stopped
+
+
+def test_a_look_alike_username_from_the_idp_is_refused(cognito: Wiring, idp: TestIdP) -> None:
+    impostor = "\u0430dmin"  # Cyrillic "а": looks like "admin"
+    idp.add_user("impostor", "impostor-password", {"cognito:username": impostor, "email": "x@idp.test"})
+    nothing = Nothing(cognito, impostor)
+    _, landing = cognito.login("impostor", "impostor-password")
+    status, code, message = _error(landing)
+    assert code == "claim_mapping_failed" and "characters Portico does not allow" in message
+    nothing.left_behind()
+
+
+def test_a_viewer_using_pkce_must_present_its_verifier(cognito: Wiring, fresh_user: IdPUser) -> None:
+    from tests.support.idp import pkce_pair
+
+    verifier, challenge = pkce_pair()
+    browser = cognito.browser()
+    browser.get(str(httpx.URL(cognito.login_url, params={
+        "redirect_uri": VIEWER_URL, "code_challenge": challenge, "code_challenge_method": "S256"})))
+    landing = browser.login(fresh_user.username, fresh_user.password)
+    code = landing.query["code"]
+    token_url = cognito.urls["token"]
+    without = httpx.post(token_url, data={"grant_type": "authorization_code", "code": code, "redirect_uri": VIEWER_URL})
+    assert without.status_code == 400 and "code_verifier" in without.json()["error_description"]
+    # A refused attempt does not use the code up: the holder of the verifier still gets its tokens.
+    good = httpx.post(token_url, data={"grant_type": "authorization_code", "code": code, "redirect_uri": VIEWER_URL,
+                                       "code_verifier": verifier})
+    assert good.status_code == 200, good.text
+    plain = httpx.get(cognito.login_url, params={"redirect_uri": VIEWER_URL, "code_challenge": challenge,
+                                                 "code_challenge_method": "plain"})
+    assert plain.status_code == 400 and "pkce_method" in plain.text
+
+
+def test_the_sign_out_url_answers_the_browser(cognito: Wiring) -> None:
+    page = httpx.get(cognito.urls["logout"])
+    assert page.status_code == 200 and "You are signed out" in page.text

@@ -134,3 +134,18 @@ def test_setup_calls_need_permission(portico) -> None:  # type: ignore[no-untype
         for method, path in (("get", "provider-presets"), ("post", "providers/discover"), ("post", "claim-mapping/evaluate"),
                              ("get", "auth-servers/1/urls")):
             assert anonymous.request(method, f"{API}/{path}", json={}).status_code == 401
+
+
+def test_a_cognito_provider_without_its_pool_is_refused(portico) -> None:  # type: ignore[no-untyped-def]
+    body = {"name": portico.unique("cog"), "preset": "cognito", "hostname": "pacs.auth.eu-west-1.amazoncognito.com"}
+    error = assert_error(portico.client.post(f"{API}/providers", json=body), 422, "validation_failed")
+    assert {field["field"] for field in error["fields"]} == {"parameters.region"}
+    # Without ID tokens required, the pool is not needed.
+    create(portico.client, "providers", {**body, "require_id_token": False})
+
+
+def test_an_overlong_email_claim_is_ignored_with_a_reason(portico) -> None:  # type: ignore[no-untyped-def]
+    claims = {"sub": "abc", "preferred_username": "eve", "email": "e" * 400 + "@x.test"}
+    mapped = portico.client.post(f"{API}/claim-mapping/evaluate", json={"mapping": {}, "claims": claims}).json()
+    assert mapped["email"] is None and mapped["usable"] is True
+    assert any(problem["field"] == "email" and "longer than 320" in problem["message"] for problem in mapped["problems"])

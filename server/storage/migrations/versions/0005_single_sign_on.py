@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-12-04 18:51:21.708167
+Create Date: 2026-12-04 19:05:45.856529
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('auth_server_id', sa.Integer(), nullable=False),
     sa.Column('created_by', sa.String(length=150), nullable=False),
     sa.Column('dry_run', sa.Boolean(), nullable=False),
+    sa.Column('code_challenge', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.Column('started_at', sa.DateTime(), nullable=True),
@@ -40,6 +41,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('session_id', sa.String(length=32), nullable=False),
     sa.Column('redirect_uri', sa.String(length=2000), nullable=False),
+    sa.Column('code_challenge', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.Column('used_at', sa.DateTime(), nullable=True),
@@ -60,6 +62,7 @@ def upgrade() -> None:
     sa.Column('client_state', sa.String(length=500), nullable=True),
     sa.Column('dry_run', sa.Boolean(), nullable=False),
     sa.Column('test_login_id', sa.String(length=32), nullable=True),
+    sa.Column('code_challenge', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.Column('finished_at', sa.DateTime(), nullable=True),
