@@ -457,6 +457,7 @@ class OrthancAuthorizer:
 
     def close(self) -> None:
         self._ancestry.close()
+        self._reads.close()
 
     def requirement(self, server: ServerInfo, method: Method, level: Level, uri: str | None, generation: int | None = None) -> Requirement | None:
         key = (server.id, method, level, uri)

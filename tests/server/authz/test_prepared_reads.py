@@ -5,6 +5,7 @@ value for value and type for type, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from server.services import accounts, orthanc_authz
-from server.services.authz_state import PreparedReads
+from server.services.authz_state import PreparedReads, ReadConnection
 from server.services.portico import Portico, open_portico
 from server.settings import Settings
 from server.storage.tables import AccessRule, Credential, Group, ImagingServer, Membership, Session, User, utcnow
@@ -110,3 +111,46 @@ def test_a_first_seen_token_loads_the_same_subject_as_a_known_user(portico: Port
     assert pacs is not None
     subject, _ = authorizer.subject_for_token(pacs, tokens["rita"][1])
     assert subject is not None and [rule.validity for rule in subject.rules] == [60, 30]
+
+
+def test_each_thread_keeps_one_read_connection_that_sees_every_commit(portico: Portico) -> None:
+    ids = _seed(portico)
+    reads = PreparedReads(portico.db.engine)
+    statement, parameters = orthanc_authz._TOKEN_SESSION, {"session_id": "fresh"}
+    with portico.db.writing() as session:
+        session.add(Session(id="fresh", user_id=ids["user_id"], kind="sso", expires_at=utcnow() + timedelta(hours=1)))
+    with reads.connect() as first:
+        assert first.execute(statement, parameters).first().revoked_at is None
+    # Committed by another connection after this one last read: the next read sees it.
+    with portico.db.writing() as session:
+        row = session.get(Session, "fresh")
+        assert row is not None
+        row.revoked_at = utcnow()
+    with reads.connect() as second:
+        assert second.execute(statement, parameters).first().revoked_at is not None
+    if portico.db.is_sqlite:
+        assert second is first  # kept for the thread
+        seen: list[ReadConnection] = []
+
+        def other_thread() -> None:
+            with reads.connect() as connection:
+                seen.append(connection)
+                assert connection.execute(statement, parameters).first() is not None
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert seen and seen[0] is not first
+    # After an error the connection is not reused.
+    with pytest.raises(ZeroDivisionError):
+        with reads.connect() as connection:
+            1 / 0
+    with reads.connect() as third:
+        assert third.execute(statement, parameters).first() is not None
+    if portico.db.is_sqlite:
+        assert third is not first
+    reads.close()
+    if portico.db.is_sqlite:
+        with pytest.raises(RuntimeError):
+            with reads.connect():
+                pass
