@@ -269,7 +269,6 @@ class RecordForm(QWidget):
             self.editors[spec.name] = editor
             form.addRow(spec.label, editor)
         layout.addWidget(self.body_widget)
-        layout.addStretch(1)
         self.clear()
 
     # ------------------------------------------------------------ loading

@@ -1,6 +1,7 @@
 """Parts of an entity panel below its form that follow the shown record.
 
 - Memberships, from either side: a user's groups, a group's members; several at a time.
+- A user's active sessions (revoke) and linked identity-provider identities (unlink).
 - Session: revoke it.
 - Imaging server: the copy-ready Orthanc configuration block.
 """
@@ -285,8 +286,157 @@ class OrthancConfigSection(QWidget):
         await run_dialog(dialog)
 
 
+class _UserListSection(QGroupBox):
+    """A list of records that belong to the shown user, with one action on the selected ones."""
+
+    title_text = ""
+    singular = ""
+    action_text = ""
+
+    def __init__(self, panel: EntityPanel, service: ConsoleService) -> None:
+        super().__init__(self.title_text)
+        self.panel = panel
+        self.service = service
+        self.record: BaseModel | None = None
+        self.items: dict[Any, BaseModel] = {}
+        self.last_dialog: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        layout = QVBoxLayout(self)
+        self.summary = QLabel()
+        self.summary.setObjectName("fieldHelp")
+        layout.addWidget(self.summary)
+        self.list = QListWidget()
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setMaximumHeight(100)
+        layout.addWidget(self.list)
+        buttons = QHBoxLayout()
+        self.action_button = QPushButton(icon("revoke"), self.action_text)
+        self.action_button.setObjectName("danger")
+        self.action_button.clicked.connect(lambda: self.service.spawn(self.act(self.selected())))
+        self.list.itemSelectionChanged.connect(lambda: self.action_button.setEnabled(bool(self.list.selectedItems())))
+        buttons.addWidget(self.action_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        panel.record_shown.connect(self._record_shown)
+        self.hide()
+
+    def _record_shown(self, record: BaseModel | None) -> None:
+        same = record is not None and self.record is not None and getattr(record, "id") == getattr(self.record, "id")
+        self.record = record
+        if record is None:
+            self.hide()
+        elif not same:
+            self.reload()
+
+    def reload(self) -> asyncio.Task[Any] | None:
+        if self.record is None:
+            return None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = self.service.spawn(self._load(int(getattr(self.record, "id"))))
+        return self._task
+
+    async def fetch(self, user_id: int) -> list[BaseModel]:
+        raise NotImplementedError
+
+    def describe(self, item: BaseModel) -> str:
+        raise NotImplementedError
+
+    async def _load(self, user_id: int) -> None:
+        items = await self.fetch(user_id)
+        if self.record is None or getattr(self.record, "id") != user_id:
+            return
+        self.items = {getattr(item, "id"): item for item in items}
+        self.list.clear()
+        for item in items:
+            row = QListWidgetItem(self.describe(item))
+            row.setData(Qt.ItemDataRole.UserRole, getattr(item, "id"))
+            self.list.addItem(row)
+        self.summary.setText(f"{len(items)} " + (self.singular if len(items) == 1 else self.title_text.lower()))
+        self.action_button.setEnabled(False)
+        self.setVisible(bool(items))  # nothing to show: no empty box
+
+    def selected(self) -> list[Any]:
+        return [item.data(Qt.ItemDataRole.UserRole) for item in self.list.selectedItems()]
+
+    async def act(self, ids: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class UserSessionsSection(_UserListSection):
+    """The shown user's active sessions, to revoke."""
+
+    title_text = "Active sessions"
+    singular = "active session"
+    action_text = "Revoke selected"
+
+    async def fetch(self, user_id: int) -> list[BaseModel]:
+        page = await self.service.list_page("sessions", {"user_id": user_id, "active": True, "limit": SHOWN_LIMIT})
+        return list(page.items)
+
+    def describe(self, item: BaseModel) -> str:
+        seen = getattr(item, "last_seen_at", None) or getattr(item, "created_at")
+        where = getattr(item, "client_address", None) or "unknown address"
+        return f"{getattr(item, 'kind').value} session from {where}, last seen {seen.astimezone():%Y-%m-%d %H:%M}"
+
+    async def act(self, ids: list[Any]) -> None:
+        if not ids:
+            return
+        dialog = ConfirmDialog("Revoke sessions?", f"Revoke {counted(len(ids), 'sessions')} of this user? Their tokens stop working at once.", "Revoke", danger=True, parent=self)
+        self.last_dialog = dialog
+        if await run_dialog(dialog) != ConfirmDialog.DialogCode.Accepted:
+            return
+        for session_id in ids:
+            try:
+                await self.service.revoke_session(str(session_id), "revoked by an administrator")
+            except (ApiError, ServerUnreachable) as error:
+                self.summary.setText(f"Not revoked: {_error_text(error)}")
+                return
+        if self.record is not None:
+            await self._load(int(getattr(self.record, "id")))
+
+
+class IdentitiesSection(_UserListSection):
+    """The identities at identity providers linked to the shown user."""
+
+    title_text = "Linked identities"
+    singular = "linked identity"
+    action_text = "Unlink selected"
+
+    async def fetch(self, user_id: int) -> list[BaseModel]:
+        self.providers = await self.service.labels("providers")
+        page = await self.service.list_page("external-identities", {"user_id": user_id, "limit": SHOWN_LIMIT})
+        return list(page.items)
+
+    def describe(self, item: BaseModel) -> str:
+        provider = self.providers.get(getattr(item, "provider_id"), f"provider #{getattr(item, 'provider_id')}")
+        email = getattr(item, "email", None)
+        return f"{provider}: {getattr(item, 'subject')}" + (f" ({email})" if email else "")
+
+    async def act(self, ids: list[Any]) -> None:
+        if not ids:
+            return
+        dialog = ConfirmDialog(
+            "Unlink identities?",
+            f"Unlink {len(ids)} {'identity' if len(ids) == 1 else 'identities'}? The user can no longer sign in with them; the next "
+            "sign-in through the provider creates or links a user again.",
+            "Unlink", danger=True, parent=self,
+        )
+        self.last_dialog = dialog
+        if await run_dialog(dialog) != ConfirmDialog.DialogCode.Accepted:
+            return
+        for identity_id in ids:
+            try:
+                await self.service.delete("external-identities", identity_id, getattr(self.items[identity_id], "version", None))
+            except (ApiError, ServerUnreachable) as error:
+                self.summary.setText(f"Not unlinked: {_error_text(error)}")
+                return
+        if self.record is not None:
+            await self._load(int(getattr(self.record, "id")))
+
+
 SECTIONS: dict[str, tuple[type, ...]] = {
-    "users": (MembershipSection,),
+    "users": (MembershipSection, UserSessionsSection, IdentitiesSection),
     "groups": (MembershipSection,),
     "sessions": (SessionSection,),
     "imaging-servers": (OrthancConfigSection,),

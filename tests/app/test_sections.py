@@ -165,3 +165,35 @@ def test_permission_explainer(window: Any, run: Runner, api: httpx.Client, tmp_p
     panel.resource.setText("")  # a resource-level question needs a resource
     run(panel.explain())
     assert panel.message.isVisible() and "resource" in panel.message.text()
+
+
+def test_a_users_sessions_and_linked_identities(window: Any, run: Runner, api: httpx.Client, shared_server: Any, tmp_path: Path) -> None:
+    from app.views.dialogs import ConfirmDialog
+
+    user = created(api, "users", {"username": unique("idp-user"), "password": "a long password", "is_staff": True})
+    provider = created(api, "providers", {"name": unique("Keycloak"), "hostname": "kc.example.org", "authorization_endpoint": "/auth", "token_endpoint": "/token"})
+    identity = created(api, "external-identities", {"provider_id": provider["id"], "subject": "f3c1-77", "user_id": user["id"], "email": "idp@example.org"})
+    login = httpx.post(f"{shared_server.url}/api/v1/auth/login", json={"username": user["username"], "password": "a long password"}).json()
+    panel = window.show_panel("users")
+    run.until(lambda: panel.loaded and not panel.model.loading)
+    panel.search.setText(user["username"])
+    run.until(lambda: panel.model.search == user["username"] and not panel.model.loading and panel.model.row_of(user["id"]) >= 0)
+    assert panel.select_record(user["id"])
+    sessions = section_of(panel, "UserSessionsSection")
+    identities = section_of(panel, "IdentitiesSection")
+    run.until(lambda: sessions.isVisible() and identities.isVisible())
+    assert sessions.list.count() == 1
+    assert identities.list.item(0).text() == f"{provider['name']}: f3c1-77 (idp@example.org)"
+    screenshot(window, tmp_path, "user-sessions-identities")
+
+    sessions.list.item(0).setSelected(True)
+    sessions.action_button.click()
+    wait_dialog(run, sessions, ConfirmDialog).accept()
+    run.until(lambda: not sessions.isVisible())
+    assert api.get(f"/sessions/{login['session_id']}").json()["active"] is False
+
+    identities.list.item(0).setSelected(True)
+    identities.action_button.click()
+    wait_dialog(run, identities, ConfirmDialog).accept()
+    run.until(lambda: not identities.isVisible())
+    assert api.get(f"/external-identities/{identity['id']}").status_code == 404
