@@ -16,6 +16,7 @@ models (``server.contract.schemas``) and raise the server's own typed errors
 
 from __future__ import annotations
 
+import builtins  # the client's `list` method shadows the builtin in annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -197,9 +198,9 @@ class PorticoClient:
                 raise PorticoError(f"HTTP {response.status_code}: {malformed}") from None
         if response.status_code in (502, 503, 504):
             raise ServerUnreachable(self.base_url, f"HTTP {response.status_code} from a proxy")
-        error = PorticoError(f"HTTP {response.status_code} {response.reason_phrase}")
-        error.status = response.status_code  # type: ignore[misc]
-        raise error
+        failure = PorticoError(f"HTTP {response.status_code} {response.reason_phrase}")
+        failure.status = response.status_code  # type: ignore[misc]
+        raise failure
 
     # ------------------------------------------------------------ entities
 
@@ -261,11 +262,11 @@ class PorticoClient:
     async def revoke_session(self, session_id: str, reason: str = "revoked by an administrator") -> s.SessionRead:
         return s.SessionRead.model_validate(await self.request("POST", f"/sessions/{session_id}/revoke", json={"reason": reason}))
 
-    async def change_group_members(self, group_id: int, user_ids: list[int], *, add: bool) -> s.MembershipChange:
+    async def change_group_members(self, group_id: int, user_ids: builtins.list[int], *, add: bool) -> s.MembershipChange:
         answer = await self.request("POST", f"/groups/{group_id}/members/{'add' if add else 'remove'}", json={"user_ids": user_ids})
         return s.MembershipChange.model_validate(answer)
 
-    async def change_user_groups(self, user_id: int, group_ids: list[int], *, add: bool) -> s.MembershipChange:
+    async def change_user_groups(self, user_id: int, group_ids: builtins.list[int], *, add: bool) -> s.MembershipChange:
         answer = await self.request("POST", f"/users/{user_id}/groups/{'add' if add else 'remove'}", json={"group_ids": group_ids})
         return s.MembershipChange.model_validate(answer)
 
@@ -273,8 +274,8 @@ class PorticoClient:
         answer: dict[str, Any] = await self.request("POST", f"/imaging-servers/{imaging_server_id}/orthanc-config")
         return answer
 
-    async def default_permission_table(self) -> list[s.PermissionRow]:
-        return TypeAdapter(list[s.PermissionRow]).validate_python(await self.request("GET", "/orthanc-permission-table"))
+    async def default_permission_table(self) -> builtins.list[s.PermissionRow]:
+        return TypeAdapter(builtins.list[s.PermissionRow]).validate_python(await self.request("GET", "/orthanc-permission-table"))
 
     async def healthy(self) -> bool:
         try:

@@ -234,7 +234,7 @@ class ConsoleService(QObject):
         if self.mode not in ("embedded", "attached"):
             return False
         page = await self.list_page("users", {"is_superuser": True, "is_active": True, "limit": 1})
-        return page.total == 0
+        return bool(page.total == 0)
 
     async def create_first_superuser(self, username: str, password: str, email: str | None) -> BaseModel:
         body: dict[str, Any] = {"username": username, "password": password, "is_superuser": True, "is_staff": True}

@@ -542,9 +542,9 @@ class EntityPanel(QWidget):
         label = self.spec.label(record)
         if impact.blocked_by:
             blocked = ", ".join(counted(count, name) for name, count in impact.blocked_by.items())
-            dialog = MessageDialog("Cannot delete", f"The {self.spec.noun} “{label}” is still used by {blocked}; change those first.", parent=self)
-            self.last_dialog = dialog
-            await run_dialog(dialog)
+            refusal = MessageDialog("Cannot delete", f"The {self.spec.noun} “{label}” is still used by {blocked}; change those first.", parent=self)
+            self.last_dialog = refusal
+            await run_dialog(refusal)
             return
         dialog = ConfirmDialog(f"Delete {self.spec.noun}?", impact_sentence(label, self.spec.noun, impact.removes), "Delete", danger=True, parent=self)
         self.last_dialog = dialog

@@ -254,3 +254,21 @@ def test_paged_model_fetches_more_and_drops_stale_pages(window: Any, run: Runner
     assert [row.name for row in model.rows] == [f"{stem}-449"]
     model.sort(0, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.SortOrder.DescendingOrder)
     assert model.sort_key == "-name"
+
+
+def test_dark_theme(window: Any, run: Runner, tmp_path: Path) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    panel = window.show_panel("users")
+    run.until(lambda: panel.loaded and not panel.model.loading and bool(panel.model.rows))
+    panel.select_record(panel.model.rows[0].id)
+    window.set_theme("dark")
+    try:
+        assert QApplication.instance().property("porticoTheme") == "dark"
+        assert window.settings.value("theme") == "dark"
+        image = window.grab().toImage()
+        background = image.pixelColor(5, image.height() // 2)  # the navigation's background
+        assert background.lightness() < 80
+        screenshot(window, tmp_path, "dark-users")
+    finally:
+        window.set_theme("light")
