@@ -33,7 +33,7 @@ from app.client import (
 )
 from app.embedded import EmbeddedServer, EmbeddedServerError, default_data_dir
 from app.models.entities import LABELS
-from app.settings import ConsoleSettings, RecentConnection, store_password, stored_password
+from app.settings import ConsoleSettings, RecentConnection, keyring_available, store_password, stored_password
 
 __all__ = [
     "ApiError",
@@ -218,6 +218,11 @@ class ConsoleService(QObject):
 
     def stored_password(self, url: str, username: str) -> str | None:
         return stored_password(url, username)
+
+    @staticmethod
+    def keyring_available() -> bool:
+        """Passwords are remembered only in the OS keyring, and only where one is installed."""
+        return keyring_available()
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):

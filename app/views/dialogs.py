@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -155,8 +155,16 @@ class FirstSuperuserDialog(QDialog):
 class ConnectDialog(QDialog):
     """Connect to a remote Portico by URL, username and password."""
 
-    def __init__(self, recent: list[tuple[str, str]], *, keyring: bool = False, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        recent: list[tuple[str, str]],
+        *,
+        keyring: bool = False,
+        password_lookup: Callable[[str, str], str | None] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
+        self.password_lookup = password_lookup
         self.setWindowTitle("Connect to server")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
@@ -199,6 +207,8 @@ class ConnectDialog(QDialog):
         if data:
             self.url.setText(data[0])
             self.username.setText(data[1])
+            stored = self.password_lookup(data[0], data[1]) if self.password_lookup is not None else None
+            self.password.setText(stored or "")  # from the OS keyring, where one is used
             self.password.setFocus()
 
     def _update(self) -> None:

@@ -296,11 +296,16 @@ class MainWindow(QMainWindow):
 
     async def connect_dialog(self) -> bool:
         recent = [(item.url, item.username) for item in self.service.recent_connections()]
-        dialog = ConnectDialog(recent, keyring=False, parent=self)
+        dialog = ConnectDialog(
+            recent, keyring=self.service.keyring_available(), password_lookup=self.service.stored_password, parent=self
+        )
         self.last_dialog = dialog
         while await run_dialog(dialog) == ConnectDialog.DialogCode.Accepted:
             try:
-                await self.service.connect_remote(dialog.url.text().strip(), dialog.username.text().strip(), dialog.password.text())
+                await self.service.connect_remote(
+                    dialog.url.text().strip(), dialog.username.text().strip(), dialog.password.text(),
+                    remember_password=dialog.remember.isVisible() and dialog.remember.isChecked(),
+                )
             except NotAuthenticatedError as error:
                 dialog.show_error(error.message)
                 continue

@@ -140,6 +140,16 @@ def test_connect_to_a_remote_server_by_url_and_password(make_window: Any, run: R
     assert ADMIN_PASSWORD not in config
     recent = window.service.recent_connections()
     assert (recent[0].url, recent[0].username) == (shared_server.url, ADMIN)
+    again = asyncio.ensure_future(window.connect_dialog())
+    second = _wait_dialog(run, window, ConnectDialog)
+    assert second is not dialog
+    second.recent.setCurrentIndex(1)  # the recent connection fills the form
+    assert (second.url.text(), second.username.text()) == (shared_server.url, ADMIN)
+    assert second.password.text() == ""  # no keyring here: never stored anywhere
+    assert not second.remember.isVisible()
+    second.reject()
+    run.until(again.done)
+    assert again.result() is False and window.service.mode == "remote"
     # Its changes are audited as that user, not as the console's owner.
     group = panel.service.create("groups", {"name": f"remote-{os.getpid()}-{id(task)}"})
     record = run(group)
