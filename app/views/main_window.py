@@ -26,11 +26,13 @@ from PySide6.QtWidgets import (
 from app.models.entities import PANELS
 from app.models.service import ApiError, ConsoleService, EmbeddedServerError, NotAuthenticatedError, ServerUnreachable
 from app.views.async_tools import run_dialog
+from app.views.cognito_wizard import CognitoWizard, cognito_section
 from app.views.dialogs import ConnectDialog, FirstSuperuserDialog, MessageDialog
 from app.views.entity_panel import EntityPanel
 from app.views.explain_panel import ExplainPanel
 from app.views.sections import SECTIONS
 from app.views.site_panel import SitePanel
+from app.views.test_login_panel import TestLoginPanel
 from app.views.theme import THEMES, apply_theme, icon
 
 APP_TITLE = "Portico"
@@ -38,8 +40,9 @@ APP_TITLE = "Portico"
 NAVIGATION: tuple[tuple[str, str, str], ...] = tuple((spec.key, spec.title, spec.icon) for spec in PANELS) + (
     ("site", "Site settings", "site"),
     ("explain", "Permission explainer", "explain"),
+    ("test-login", "Test login", "connect"),
 )
-SHORTCUTS = {key: f"Ctrl+{number % 10}" for number, (key, _t, _i) in enumerate(NAVIGATION[:10], start=1)} | {"explain": "Ctrl+E"}
+SHORTCUTS = {key: f"Ctrl+{number % 10}" for number, (key, _t, _i) in enumerate(NAVIGATION[:10], start=1)} | {"explain": "Ctrl+E", "test-login": "Ctrl+T"}
 
 
 class MainWindow(QMainWindow):
@@ -157,6 +160,10 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _checked=False, k=key: self.show_panel(k))
             view_menu.addAction(action)
             self.addAction(action)
+        tools_menu = self.menuBar().addMenu("&Tools")
+        cognito = QAction(icon("provider"), "Set up AWS &Cognito…", self)
+        cognito.triggered.connect(lambda: self.open_cognito_wizard())
+        tools_menu.addAction(cognito)
         view_menu.addSeparator()
         for theme in THEMES:
             action = QAction(f"{theme.capitalize()} theme", self)
@@ -172,11 +179,15 @@ class MainWindow(QMainWindow):
                 widget: Any = SitePanel(self.service)
             elif key == "explain":
                 widget = ExplainPanel(self.service)
+            elif key == "test-login":
+                widget = TestLoginPanel(self.service)
             else:
                 widget = EntityPanel(next(spec for spec in PANELS if spec.key == key), self.service)
                 widget.sections = [section(widget, self.service) for section in SECTIONS.get(key, ())]
                 for section in widget.sections:
                     widget.add_section(section)
+                if key == "providers":
+                    widget.add_section(cognito_section(widget, self.open_cognito_wizard))
             self.panels[key] = widget
             self.stack.addWidget(widget)
         return self.panels[key]
@@ -205,6 +216,15 @@ class MainWindow(QMainWindow):
         panel = self.current_panel()
         if panel is not None:
             getattr(panel, method)()
+
+    def open_cognito_wizard(self, provider_id: int | None = None) -> CognitoWizard:
+        """The Cognito set-up (resuming an unfinished one), or editing ``provider_id``."""
+        draft = None if provider_id is not None else self.service.load_cognito_draft()
+        wizard = CognitoWizard(self.service, provider_id=provider_id, draft=draft, parent=self)
+        wizard.test_requested.connect(lambda auth_server_id: self.show_panel("test-login").select_auth_server(auth_server_id))
+        self.last_dialog = wizard
+        wizard.show()
+        return wizard
 
     # ------------------------------------------------------------ connection
 
