@@ -330,7 +330,7 @@ def read_test_login(test_login_id: Annotated[str, Path(max_length=32, pattern="^
 @router.post("/introspect", tags=["Authentication"], summary="RFC 7662 introspection for administrators (the console)")
 def introspect_for_admins(body: s.IntrospectRequest, portico: PorticoDep,
                           _: Annotated[Principal, Depends(require(EntityType.SESSION, Action.VIEW))]) -> Any:
-    return rfc7662.introspect(portico.db, portico.authorizer, portico.tokens, body.token)
+    return rfc7662.introspect(portico.db, portico.authorizer, portico.tokens, body.token, portico.sso.introspect_idp_token)
 
 
 # ---------------------------------------------------------------- login, logout, me

@@ -84,7 +84,8 @@ def create_app(portico: Portico) -> PorticoApp:
         )
 
     introspection = IntrospectionEndpoint(
-        rfc7662.Introspector(portico.db, portico.authorizer, portico.tokens, portico.generation), refusals,
+        rfc7662.Introspector(portico.db, portico.authorizer, portico.tokens, portico.generation,
+                             idp_tokens=portico.sso.introspect_idp_token), refusals,
         portico.settings.max_body_bytes,
     )
 

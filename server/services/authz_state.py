@@ -36,7 +36,9 @@ BOOKKEEPING = "portico_bookkeeping"
 # notification lost with a silently dropped connection cannot keep a revoked grant alive.
 FULL_REFRESH_SECONDS = 60.0
 WATCHED_TABLES = frozenset(
-    {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions", "signing_keys"}
+    {"users", "memberships", "groups", "access_rules", "sessions", "credentials", "shares", "imaging_servers", "user_permissions", "signing_keys",
+     # Which IdP access tokens introspection accepts, and whom they map to.
+     "auth_servers", "providers", "external_identities"}
 )
 _PENDING = "portico_authz_changed"
 

@@ -341,6 +341,28 @@ def validate_id_token(http: httpx.Client, jwks: JwksCache, endpoints: Endpoints,
     return claims
 
 
+def verify_access_token(http: httpx.Client, jwks: JwksCache, endpoints: Endpoints, token: str) -> dict[str, Any]:
+    """A provider's JWT access token (RFC 9068 and Cognito's): signature with the provider's
+    key (asymmetric algorithms only), issuer, expiry. The audience is the caller's to check:
+    providers put the client in ``aud`` or in ``client_id``."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise IdPError("access_token", "access_token_malformed", f"not a JWT: {error}") from None
+    algorithm = header.get("alg")
+    if algorithm not in ASYMMETRIC_ALGORITHMS or endpoints.jwks_uri is None or not endpoints.issuer:
+        raise IdPError("access_token", "access_token_algorithm", "not an asymmetrically signed token of a configured provider")
+    key = jwks.key(http, endpoints.jwks_uri, header.get("kid") if isinstance(header.get("kid"), str) else None)
+    if _KEY_TYPE_OF.get(algorithm[:2]) != key._jwk_data.get("kty"):
+        raise IdPError("access_token", "access_token_algorithm", "the token's algorithm does not match its key")
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=[algorithm], issuer=endpoints.issuer,
+                                            leeway=ID_TOKEN_LEEWAY_SECONDS, options={"verify_aud": False, "require": ["iss", "exp", "sub"]})
+    except jwt.PyJWTError as error:
+        raise IdPError("access_token", "access_token_invalid", f"the access token was refused: {error}") from None
+    return claims
+
+
 def http_client(timeout: float) -> httpx.Client:
     # No redirects: an endpoint that moves must be reconfigured, not followed blindly.
     return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, headers={"User-Agent": "Portico"})

@@ -28,9 +28,17 @@ INACTIVE: dict[str, Any] = {"active": False}
 CACHE_CAPACITY = 50_000
 
 
-def introspect(db: Database, authorizer: OrthancAuthorizer, tokens: PorticoTokens, token: str) -> dict[str, Any]:
+IdPTokens = Callable[[str], "dict[str, Any] | None"]
+
+
+def introspect(db: Database, authorizer: OrthancAuthorizer, tokens: PorticoTokens, token: str,
+               idp_tokens: IdPTokens | None = None) -> dict[str, Any]:
     try:
-        return _introspect(db, authorizer, tokens, token)
+        answer = _introspect(db, authorizer, tokens, token)
+        if not answer["active"] and idp_tokens is not None and token.count(".") == 2 and len(token) <= MAX_TOKEN_LENGTH:
+            # Not Portico's: an identity provider's own access token, where an auth server accepts them.
+            return idp_tokens(token) or INACTIVE
+        return answer
     except Exception:  # fail closed, and never a 500 to a resource server
         log.exception("introspection failed")
         return INACTIVE
@@ -79,7 +87,8 @@ class Introspector:
     """
 
     def __init__(self, db: Database, authorizer: OrthancAuthorizer, tokens: PorticoTokens, generation: Generation,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, idp_tokens: IdPTokens | None = None) -> None:
+        self._idp_tokens = idp_tokens
         self._db = db
         self._authorizer = authorizer
         self._tokens = tokens
@@ -121,7 +130,7 @@ class Introspector:
 
     def introspect(self, token: str) -> dict[str, Any]:
         generation = self._generation.value
-        answer = introspect(self._db, self._authorizer, self._tokens, token)
+        answer = introspect(self._db, self._authorizer, self._tokens, token, self._idp_tokens)
         if len(token) <= MAX_TOKEN_LENGTH:
             self._remember(self._answers, self._key(token), generation, answer)
         return answer

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import jwt
 from authlib.common.urls import add_params_to_uri
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session as DbSession
@@ -44,6 +45,7 @@ from server.services.oidc_rp import (
     http_client,
     revoke_upstream,
     validate_id_token,
+    verify_access_token,
 )
 from server.services.portico_tokens import PorticoTokens
 from server.services.secretbox import SecretBox
@@ -687,6 +689,53 @@ class SingleSignOn:
                         .execution_options(**{BOOKKEEPING: True}))
         session.flush()
         return TokenGrant(self._tokens.issue(user, session_id), issued.token, int(self._tokens.lifetime.total_seconds()), session_id)
+
+    # ------------------------------------------------------------ the IdP's own access tokens
+
+    def introspect_idp_token(self, token: str) -> dict[str, Any] | None:
+        """An identity provider's JWT access token, for auth servers that accept them at
+        introspection: verified against that provider's JWKS (asymmetric algorithms only),
+        current, issued to the auth server's client, and mapped to the user linked to its
+        subject. None for anything else (the caller answers ``active: false``)."""
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        issuer, client = unverified.get("iss"), unverified.get("client_id") or unverified.get("azp")
+        if not isinstance(issuer, str) or not isinstance(unverified.get("sub"), str):
+            return None
+        with self._db.reading() as session:
+            candidates = session.execute(
+                select(AuthServer.client_id, Provider.id, Provider.scheme, Provider.hostname, Provider.port, Provider.jwks_uri,
+                       Provider.issuer, Provider.authorization_endpoint, Provider.token_endpoint)
+                .join(Provider, Provider.id == AuthServer.provider_id)
+                .where(AuthServer.accept_idp_tokens, Provider.issuer == issuer)
+            ).all()
+        audiences = unverified.get("aud")
+        audiences = audiences if isinstance(audiences, list) else [audiences]
+        for row in candidates:
+            if client != row.client_id and row.client_id not in audiences:
+                continue  # issued to another application of that provider
+            endpoints = endpoints_of(row.scheme, row.hostname, row.port, authorization=row.authorization_endpoint,
+                                     token=row.token_endpoint, revoke=None, userinfo=None, jwks_uri=row.jwks_uri, issuer=row.issuer)
+            try:
+                claims = verify_access_token(self._http, self.jwks, endpoints, token)
+            except IdPError:
+                return None
+            with self._db.reading() as session:
+                user = session.execute(
+                    select(User.id, User.username, User.email, User.is_active)
+                    .join(ExternalIdentity, ExternalIdentity.user_id == User.id)
+                    .where(ExternalIdentity.provider_id == row.id, ExternalIdentity.subject == claims["sub"])
+                ).first()
+            if user is None or not user.is_active:
+                return None
+            answer: dict[str, Any] = {"active": True, "sub": str(user.id), "username": user.username, "exp": int(claims["exp"]),
+                                      "iss": issuer, "client_id": row.client_id, "token_type": "idp_access_token"}
+            if user.email:
+                answer["email"] = user.email
+            return answer
+        return None
 
     # ------------------------------------------------------------ 5. revocation (RFC 7009) and logout
 

@@ -330,8 +330,19 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     revocation: { enabled: true },
     userinfo: { enabled: true },
-    // A plain request must not need a `resource`, and a stray one must not be refused.
-    resourceIndicators: { enabled: false },
+    // A plain request needs no `resource` and gets an opaque access token for userinfo, as
+    // before. A request that names a resource (RFC 8707) gets a JWT access token (RFC 9068)
+    // for it, signed with the IdP's key: the kind of token an API behind the IdP receives,
+    // which Portico's introspection accepts for auth servers that allow IdP tokens.
+    resourceIndicators: {
+      enabled: true,
+      getResourceServerInfo: async (ctx, resourceIndicator) => ({
+        scope: 'openid email profile',
+        audience: resourceIndicator,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
     rpInitiatedLogout: {
       enabled: true,
       // Cognito signs out without asking; the confirmation form submits itself (a
@@ -367,6 +378,9 @@ ${autoForm}
     }
     grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
     if (oidc.requestParamClaims?.size) grant.addOIDCClaims([...oidc.requestParamClaims]);
+    // A named resource (RFC 8707) is granted the same scopes, or consent would be asked forever.
+    const resources = [oidc.params?.resource].flat().filter(Boolean);
+    for (const resource of resources) grant.addResourceScope(resource, [...oidc.requestParamScopes].join(' '));
     await grant.save();
     return grant;
   },
