@@ -260,6 +260,7 @@ class DomainPage(_Page):
             grid.addWidget(button, row, 0)
             grid.addWidget(editor, row, 1)
         grid.addWidget(self.prefix_suffix, 0, 2)
+        grid.setColumnStretch(1, 1)  # the editors take the width, not the radio labels
         self.layout_.addLayout(grid)
         self.error = _error_label()
         self.layout_.addWidget(self.error)
@@ -526,6 +527,8 @@ class CognitoWizard(QWizard):
         self.setButtonText(QWizard.WizardButton.FinishButton, "Open the test-login panel")
         self.button(QWizard.WizardButton.CustomButton1).clicked.connect(lambda _checked=False: self.discard())
         self.resize(780, 600)
+        # The theme paints the default button blue even when disabled: a blocked Next must look blocked.
+        self.setStyleSheet("QPushButton:default:disabled { background: #c9d3e0; color: #f3f5f8; border-color: #c9d3e0; }")
         self.pool_page = PoolPage(self)
         self.client_page = ClientPage(self)
         self.domain_page = DomainPage(self)

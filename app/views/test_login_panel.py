@@ -18,6 +18,7 @@ IdP does not know (it shows its own error page instead of redirecting).
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import time
@@ -37,15 +38,13 @@ from PySide6.QtWebEngineWidgets import QWebEngineView  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
     QTabWidget,
-    QTreeWidget,
-    QTreeWidgetItem,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -204,6 +203,7 @@ class TestLoginPanel(QWidget):
         outer.addWidget(self.message)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter
         pane = QWidget()
         pane_layout = QVBoxLayout(pane)
         pane_layout.setContentsMargins(0, 0, 0, 0)
@@ -222,21 +222,15 @@ class TestLoginPanel(QWidget):
         self.page.intercepted.connect(self._intercepted, Qt.ConnectionType.QueuedConnection)
         self.page.navigating.connect(self._navigating)
         self.page.loadingChanged.connect(self._loading_changed)
-        self.page.urlChanged.connect(lambda url: self.address.setText(url.toString()))
+        self.page.urlChanged.connect(lambda url: url.scheme() != "data" and self._show_address(url.toString()))
         pane_layout.addWidget(self.view, 1)
         splitter.addWidget(pane)
 
         self.tabs = QTabWidget()
-        self.tree = QTreeWidget()
+        # Rich text, not a table: every step's explanation is read in full, wrapped.
+        self.tree = QTextBrowser()
         self.tree.setObjectName("timeline")
-        self.tree.setHeaderLabels(["Step", "Status", "ms", "What happened"])
-        self.tree.setRootIsDecorated(False)
-        self.tree.setWordWrap(True)
-        self.tree.setAlternatingRowColors(True)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.header().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.header().setStretchLastSection(True)
+        self.tree.setOpenLinks(False)
         timeline_tab = QWidget()
         timeline_layout = QVBoxLayout(timeline_tab)
         timeline_layout.setContentsMargins(4, 4, 4, 4)
@@ -265,6 +259,10 @@ class TestLoginPanel(QWidget):
         splitter.setSizes([520, 560])
         outer.addWidget(splitter, 1)
         self._update_buttons()
+
+    def _show_address(self, url: str) -> None:
+        self.address.setText(url)
+        self.address.setCursorPosition(0)  # the host, not the end of a long query
 
     def _explain_tab(self) -> QWidget:
         tab = QWidget()
@@ -378,17 +376,17 @@ class TestLoginPanel(QWidget):
         return step
 
     def _render(self) -> None:
-        self.tree.clear()
+        rows = []
         for step in self.timeline.values():
-            text = step.detail + (f"\nFix: {step.fix}" if step.fix else "")
-            duration = "" if step.duration_ms is None else f"{step.duration_ms:,.0f}" if step.duration_ms >= 10 else f"{step.duration_ms:.1f}"
-            item = QTreeWidgetItem([TITLES.get(step.name, step.name), STATUS_TEXT.get(step.status, step.status), duration, text])
-            item.setToolTip(3, text)
-            item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
-            color = {"ok": Qt.GlobalColor.darkGreen, "failed": Qt.GlobalColor.red, "skipped": Qt.GlobalColor.gray}.get(step.status)
-            if color is not None:
-                item.setForeground(1, color)
-            self.tree.addTopLevelItem(item)
+            duration = "" if step.duration_ms is None else f"{step.duration_ms:,.0f} ms" if step.duration_ms >= 10 else f"{step.duration_ms:.1f} ms"
+            color = {"ok": "#1b7a2e", "failed": "#b3261e", "skipped": "#6b7585"}.get(step.status, "#7a4b00")
+            fix = f"<div style='color:#8c1d18'><b>Fix:</b> {html.escape(step.fix)}</div>" if step.fix else ""
+            rows.append(
+                f"<tr><td style='color:{color};white-space:nowrap'><b>{html.escape(STATUS_TEXT.get(step.status, step.status))}</b></td>"
+                f"<td><b>{html.escape(TITLES.get(step.name, step.name))}</b> <span style='color:#6b7585'>{duration}</span>"
+                f"<div>{html.escape(step.detail)}</div>{fix}</td></tr>"
+            )
+        self.tree.setHtml("<table cellspacing='0' cellpadding='3'>" + "".join(rows) + "</table>")
 
     def _since(self, mark: str) -> float:
         return round(_now_ms() - self._marks.get(mark, _now_ms()), 1)
@@ -400,6 +398,7 @@ class TestLoginPanel(QWidget):
     def _done(self, outcome: str, verdict: str) -> None:
         self.phase = "done"
         self.finished = True
+        self.splitter.setSizes([320, 760])  # the pane is done: room for the timeline
         self.page.prefix = ""
         self.verdict.setText(verdict)
         self._update_buttons()
@@ -426,12 +425,14 @@ class TestLoginPanel(QWidget):
         self.finished = False
         self.verdict.setText("")
         self.user_text.clear()
+        self.user_text.hide()
         self.claims_text.clear()
         self.explain_text.clear()
         show_inline(self.message, "info", "")
 
     async def _start(self, auth_server_id: int, dry_run: bool) -> None:
         self._reset()
+        self.splitter.setSizes([540, 540])
         self.phase = "authorize"
         self._update_buttons()
         try:
@@ -562,9 +563,9 @@ class TestLoginPanel(QWidget):
             self._marks["idp_login"] = _now_ms()
         self._set("idp_login", "ok", self._since("idp_login"), "Signed in; the identity provider sent the pane back to Portico's callback.")
         self.phase = "finishing"
-        self.address.setText(url)
         self.view.setHtml("<html><body style='font-family:sans-serif;color:#3a4352'><p>Back in the console: "
                           "the timeline on the right shows how the login went.</p></body></html>")
+        self._show_address(url)
         self.flow_task = self.service.spawn(self._finish(self.started.id, params.get("outcome", ""), params.get("code")))
 
     async def _finish(self, test_login_id: str, outcome: str, code: str | None) -> None:
@@ -588,7 +589,9 @@ class TestLoginPanel(QWidget):
         if error.get("step") == "idp_login":
             self._set("idp_login", "failed", self.timeline["idp_login"].duration_ms, str(error.get("message", "")),
                       FIXES.get(str(error.get("code")), ""))
-        self.user_text.setPlainText(self._user_summary(report))
+        summary = self._user_summary(report)
+        self.user_text.setPlainText(summary)
+        self.user_text.setVisible(bool(summary))
         if self.idp_claims:
             self.sandbox.set_claims(self.idp_claims, f"Claims of test login {test_login_id} (ID token merged with userinfo).")
         if outcome != "ok":

@@ -78,8 +78,7 @@ def step_text(panel: Any, name: str) -> str:
 
 
 def tree_text(panel: Any) -> str:
-    tree = panel.tree
-    return "\n".join(" | ".join(tree.topLevelItem(row).text(column) for column in range(4)) for row in range(tree.topLevelItemCount()))
+    return str(panel.tree.toPlainText())
 
 
 def test_a_login_through_the_pane_shows_the_timeline_the_user_and_the_token(sso_window: Any, run: Runner, tmp_path: Path,
