@@ -325,7 +325,7 @@ class DomainPage(_Page):
         self.results.setText("\n".join([verdict, *lines]))
 
     def isComplete(self) -> bool:
-        return self.domain()[0] is not None and (self.owner.check_task is None or self.owner.check_task.done())
+        return self.domain()[0] is not None and not self.owner.checking
 
 
 # ---------------------------------------------------------------- 4. Portico side
@@ -512,6 +512,7 @@ class CognitoWizard(QWizard):
         self.saved = False
         self.probe_report: Any = None
         self.check_task: asyncio.Task[Any] | None = None
+        self.checking = False  # a check is under way (its task is not done while it says so)
         self.save_task: asyncio.Task[Any] | None = None
         self.urls_task: asyncio.Task[Any] | None = None
         self.fix_task: asyncio.Task[Any] | None = None
@@ -717,6 +718,7 @@ class CognitoWizard(QWizard):
         if domain is None:
             return None
         self.domain_page.check_button.setEnabled(False)
+        self.checking = True
         self.domain_page.results.setText(f"Checking {domain.base_url} …")
         self.check_task = self.service.spawn(self._check(domain))
         self.domain_page.completeChanged.emit()
@@ -731,6 +733,7 @@ class CognitoWizard(QWizard):
             self.domain_page.show_report(report)
             self.portico_page.preview.setPlainText(self.preview_text())
         finally:
+            self.checking = False
             self.domain_page.check_button.setEnabled(True)
             self.domain_page.completeChanged.emit()
 

@@ -74,6 +74,7 @@ def test_the_wizard_sets_cognito_up_and_the_test_login_works(sso_window: Any, ru
     run.until(lambda: wizard.check_task is not None and wizard.check_task.done())
     results = domain.results.text()
     assert results.startswith("The provider is ready."), results
+    assert next_button.isEnabled()
     assert f"The document names the expected issuer {console_idp.issuer}" in results
     assert "Endpoints found: authorization, token, userinfo, JWKS" in results and "signing key(s)" in results
     shot(wizard, tmp_path, "wizard-3-domain-checked")
