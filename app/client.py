@@ -300,8 +300,11 @@ class PorticoClient:
     async def auth_server_urls(self, auth_server_id: int) -> s.AuthServerUrls:
         return s.AuthServerUrls.model_validate(await self.request("GET", f"/auth-servers/{auth_server_id}/urls"))
 
-    async def start_test_login(self, auth_server_id: int, *, dry_run: bool) -> s.TestLoginStarted:
-        answer = await self.request("POST", f"/auth-servers/{auth_server_id}/test-logins", json={"dry_run": dry_run})
+    async def start_test_login(self, auth_server_id: int, *, dry_run: bool, code_challenge: str | None = None) -> s.TestLoginStarted:
+        body: dict[str, Any] = {"dry_run": dry_run}
+        if code_challenge is not None:
+            body["code_challenge"] = code_challenge
+        answer = await self.request("POST", f"/auth-servers/{auth_server_id}/test-logins", json=body)
         return s.TestLoginStarted.model_validate(answer)
 
     async def test_login(self, test_login_id: str) -> s.TestLoginRead:
@@ -311,12 +314,13 @@ class PorticoClient:
         answer: dict[str, Any] = await self.request("POST", "/introspect", json={"token": token})
         return answer
 
-    async def exchange_login_code(self, code: str, redirect_uri: str) -> dict[str, Any]:
+    async def exchange_login_code(self, code: str, redirect_uri: str, code_verifier: str | None = None) -> dict[str, Any]:
         """A one-time login code for Portico tokens, as a viewer exchanges it (form-encoded,
-        without the administrator's bearer token: the code is the credential)."""
-        request = self._http.build_request(
-            "POST", "/auth/openid/token/", data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
-        )
+        without the administrator's bearer token: the code and its PKCE verifier are the credential)."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier is not None:
+            form["code_verifier"] = code_verifier
+        request = self._http.build_request("POST", "/auth/openid/token/", data=form)
         request.headers.pop("Authorization", None)
         try:
             response = await self._http.send(request)

@@ -362,9 +362,9 @@ class ConsoleService(QObject):
         async with self._tracked() as client:
             return await client.auth_server_urls(auth_server_id)
 
-    async def start_test_login(self, auth_server_id: int, *, dry_run: bool) -> Any:
+    async def start_test_login(self, auth_server_id: int, *, dry_run: bool, code_challenge: str | None = None) -> Any:
         async with self._tracked() as client:
-            return await client.start_test_login(auth_server_id, dry_run=dry_run)
+            return await client.start_test_login(auth_server_id, dry_run=dry_run, code_challenge=code_challenge)
 
     async def test_login(self, test_login_id: str) -> Any:
         async with self._tracked() as client:
@@ -374,9 +374,9 @@ class ConsoleService(QObject):
         async with self._tracked() as client:
             return await client.introspect(token)
 
-    async def exchange_login_code(self, code: str, redirect_uri: str) -> dict[str, Any]:
+    async def exchange_login_code(self, code: str, redirect_uri: str, code_verifier: str | None = None) -> dict[str, Any]:
         async with self._tracked() as client:
-            return await client.exchange_login_code(code, redirect_uri)
+            return await client.exchange_login_code(code, redirect_uri, code_verifier)
 
     async def decode_portico_token(self, token: str) -> Any:
         """The token's header and claims, verified against the JWKS Portico publishes."""

@@ -448,8 +448,8 @@ class UrlsPage(_Page):
 
     def show_urls(self, urls: Any, site: Any, blocking: list[str], advice: list[str], suggestion: str) -> None:
         self.fields["callback"].setText(urls.callback)
-        # As the seed article sets Cognito up: the callback URL is the allowed sign-out URL too.
-        self.fields["signout"].setText(urls.callback)
+        # Where Cognito sends the browser after its sign-out: Portico's "signed out" page.
+        self.fields["signout"].setText(urls.logout)
         self.fields["login"].setText(urls.default_login or urls.login)
         for button in self.copy_buttons.values():
             button.setText("Copy")

@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 )
 
 from app.models.service import ApiError, ConsoleService, ServerUnreachable  # noqa: E402
+from app.oidc.pkce import new_pair  # noqa: E402
 from app.views.claim_sandbox import ClaimSandbox  # noqa: E402
 from app.views.entity_panel import inline_message, show_inline  # noqa: E402
 from app.views.theme import icon  # noqa: E402
@@ -153,6 +154,7 @@ class TestLoginPanel(QWidget):
         self.last_dialog: Any = None
         self.timeline: dict[str, TimelineStep] = {}
         self.started: Any = None
+        self.pkce = new_pair()
         self.auth_server: Any = None
         self.provider: Any = None
         self.urls: Any = None
@@ -461,7 +463,8 @@ class TestLoginPanel(QWidget):
             self._set("discovery", "ok", round(_now_ms() - started, 1),
                       f"{report.discovery_url}: issuer matches, {len(report.endpoints)} endpoints, {report.jwks_keys} signing key(s).")
         try:
-            self.started = await self.service.start_test_login(auth_server_id, dry_run=dry_run)
+            self.pkce = new_pair()  # the code sent to the loopback URL is useless without it
+            self.started = await self.service.start_test_login(auth_server_id, dry_run=dry_run, code_challenge=self.pkce.challenge)
         except (ApiError, ServerUnreachable) as error:
             self.phase = "idle"
             show_inline(self.message, "error", f"Portico did not start the test login: {getattr(error, 'message', str(error))}")
@@ -612,7 +615,7 @@ class TestLoginPanel(QWidget):
         assert self.started is not None
         started = _now_ms()
         try:
-            grant = await self.service.exchange_login_code(code, self.started.redirect_prefix)
+            grant = await self.service.exchange_login_code(code, self.started.redirect_prefix, self.pkce.verifier)
             decoded = await self.service.decode_portico_token(str(grant["access_token"]))
         except (ApiError, ServerUnreachable, KeyError) as error:
             self._set("portico_token", "failed", round(_now_ms() - started, 1), f"The one-time code was refused: {getattr(error, 'message', str(error))}")

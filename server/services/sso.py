@@ -26,7 +26,7 @@ from authlib.common.urls import add_params_to_uri
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
-from server.contract.errors import NotFound
+from server.contract.errors import NotFound, ValidationFailed
 from server.domain.presets import origin
 from server.domain.vocabulary import AuditOutcome, EntityType, GroupSync, ProviderPreset, SessionKind, TokenPrefix, UserSource
 from server.services import audit, secrets_tokens
@@ -359,6 +359,11 @@ class SingleSignOn:
 
     def create_test_login(self, auth_server_id: int, actor: Actor, *, dry_run: bool, code_challenge: str | None = None) -> tuple[str, str]:
         """(test login id, the URL the console's browser pane opens)."""
+        if code_challenge is None and not dry_run:
+            # The code goes to a fixed plain-http loopback URL that anything on the machine
+            # could read: only the holder of the verifier may exchange it.
+            raise ValidationFailed.on_field("code_challenge", "required unless dry_run: the one-time code must be bound to "
+                                            "the console's PKCE verifier")
         with self._db.writing() as session:
             auth_server = session.get(AuthServer, auth_server_id)
             if auth_server is None:

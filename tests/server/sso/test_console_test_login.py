@@ -8,14 +8,18 @@ import httpx
 
 from tests.server.api.support import API
 from tests.server.sso.conftest import Wiring, wire
-from tests.support.idp import IdPUser, SimulatedBrowser
+from tests.support.idp import IdPUser, SimulatedBrowser, pkce_pair
 
 CONSOLE_REDIRECT = "http://127.0.0.1/portico-console/test-login"
 STEPS = ["callback", "code_exchange", "id_token", "userinfo", "claim_mapping", "user"]
 
 
+VERIFIER, CHALLENGE = pkce_pair()
+
+
 def _start(wiring: Wiring, *, dry_run: bool) -> dict[str, Any]:
-    response = wiring.api.post(f"{API}/auth-servers/{wiring.auth_server['id']}/test-logins", json={"dry_run": dry_run})
+    body = {"dry_run": dry_run} if dry_run else {"dry_run": False, "code_challenge": CHALLENGE}
+    response = wiring.api.post(f"{API}/auth-servers/{wiring.auth_server['id']}/test-logins", json=body)
     assert response.status_code == 201, response.text
     started: dict[str, Any] = response.json()
     assert started["redirect_prefix"] == CONSOLE_REDIRECT
@@ -43,7 +47,11 @@ def test_a_test_login_returns_to_the_console_with_its_timeline(cognito: Wiring, 
     id_token = next(step for step in report["steps"] if step["name"] == "id_token")
     assert id_token["data"]["claims"]["cognito:username"] == fresh_user.username
 
-    grant = cognito.tokens(landing.query["code"], redirect_uri=CONSOLE_REDIRECT)
+    # The code alone is useless (anything on the machine could read the loopback URL)...
+    assert cognito.tokens(landing.query["code"], redirect_uri=CONSOLE_REDIRECT).status_code == 400
+    # ...with the console's verifier it gives the tokens.
+    grant = httpx.post(cognito.urls["token"], data={"grant_type": "authorization_code", "code": landing.query["code"],
+                                                    "redirect_uri": CONSOLE_REDIRECT, "code_verifier": VERIFIER})
     assert grant.status_code == 200, grant.text
     introspection = cognito.api.post(f"{API}/introspect", json={"token": grant.json()["access_token"]}).json()
     assert introspection["active"] is True and introspection["username"] == fresh_user.username
@@ -79,6 +87,11 @@ def test_a_test_login_link_works_once(cognito: Wiring, fresh_user: IdPUser) -> N
 def test_the_console_redirect_is_not_open_to_ordinary_logins(cognito: Wiring) -> None:
     response = httpx.get(cognito.login_url, params={"redirect_uri": CONSOLE_REDIRECT})
     assert response.status_code == 400 and "redirect_uri_not_allowed" in response.text
+
+
+def test_a_test_login_that_hands_out_a_code_needs_a_pkce_challenge(cognito: Wiring) -> None:
+    response = cognito.api.post(f"{API}/auth-servers/{cognito.auth_server['id']}/test-logins", json={"dry_run": False})
+    assert response.status_code == 422 and response.json()["error"]["fields"][0]["field"] == "code_challenge"
 
 
 def test_test_logins_need_an_administrator(cognito: Wiring) -> None:
