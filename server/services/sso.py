@@ -470,10 +470,13 @@ class SingleSignOn:
                             "once; start again from the login page")
             if expires_at < utcnow():
                 raise _fail("callback", "login_expired", f"the login took longer than {self._settings.pending_login_seconds} s; start again")
-            if "error" in params:
+        if "error" in params:
+            # The callback itself was fine; the sign-in at the provider was not.
+            with report.step("idp_login"):
                 raise self._idp_error(params, context.callback_url)
-            code = params.get("code")
-            if not code:
+        code = params.get("code")
+        if not code:
+            with report.step("callback"):
                 raise _fail("callback", "code_missing", "the identity provider's answer has neither a code nor an error")
         # The IdP is called outside any transaction: a slow provider holds no lock.
         with report.step("code_exchange") as step:
