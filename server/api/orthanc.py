@@ -52,12 +52,35 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _CHALLENGE = (b"www-authenticate", b'Basic realm="portico-orthanc"')
 
 
-async def _send_json(send: Send, status: int, content: Any) -> None:
-    body = orjson.dumps(content)
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+def _start(status: int, length: int) -> dict[str, Any]:
+    headers = [*_JSON_HEADERS, (b"content-length", str(length).encode())]
     if status == 401:
         headers.append(_CHALLENGE)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+# Validate answers are few ({"granted", "validity"} pairs): encoded once, with their
+# messages (the server only reads them).
+_VALIDATE_ANSWERS: dict[tuple[bool, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _validate_answer(granted: bool, validity: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    messages = _VALIDATE_ANSWERS.get((granted, validity))
+    if messages is None:
+        body = orjson.dumps({"granted": granted, "validity": validity})
+        messages = (_start(200, len(body)), {"type": "http.response.body", "body": body})
+        if len(_VALIDATE_ANSWERS) < 10_000:
+            _VALIDATE_ANSWERS[(granted, validity)] = messages
+    return messages
+
+
+async def _send_json(send: Send, status: int, content: Any) -> None:
+    if type(content) is tuple:  # prepared messages (_validate_answer)
+        await send(content[0])
+        await send(content[1])
+        return
+    body = orjson.dumps(content)
+    await send(_start(status, len(body)))
     await send({"type": "http.response.body", "body": body})
 
 
@@ -229,13 +252,12 @@ class OrthancService:
                 break
         client = scope.get("client")
         call = Call(scope["method"], server_token, operation, authorization, client[0] if client else None)
-        status, content = await self._answer(call, receive, compute)
-        scope[STATUS_SCOPE_KEY] = status
-        await _send_json(send, status, content)
-
-    async def _answer(self, call: Call, receive: Receive, compute: Compute) -> tuple[int, Any]:
-        """Answer from memory on the event loop; anything that needs I/O (a first-seen token,
-        an ancestry look-up, a refusal to audit, a share to store) runs in a worker thread."""
+        # Answered from memory on the event loop; anything that needs I/O (a first-seen
+        # token on PostgreSQL, an ancestry look-up, a refusal to audit, a share to store)
+        # runs in a worker thread. (Inline rather than in a helper coroutine: this runs on
+        # every request Orthanc serves.)
+        status = 200
+        content: Any
         try:
             message = await receive()
             raw = message.get("body", b"")
@@ -243,14 +265,17 @@ class OrthancService:
             if message["type"] != "http.request" or message.get("more_body", False) or len(raw) > MAX_BODY:
                 raw = await _raw_body(receive, message)
             try:
-                return 200, compute(call, raw, False)
+                content = compute(call, raw, False)
             except NeedsIO:
-                return 200, await run_in_threadpool(compute, call, raw, True)
+                content = await run_in_threadpool(compute, call, raw, True)
         except BadCall as error:
-            return error.status, _error_body(error)
+            status, content = error.status, _error_body(error)
         except Exception:  # fail closed: the plugin denies on any non-2xx answer
             log.exception("unexpected error on %s /orthanc/%s/%s", call.method, call.server_token, call.operation)
-            return 500, {"error": {"code": "internal_error", "message": "an internal error occurred; it has been logged on the server"}}
+            status = 500
+            content = {"error": {"code": "internal_error", "message": "an internal error occurred; it has been logged on the server"}}
+        scope[STATUS_SCOPE_KEY] = status
+        await _send_json(send, status, content)
 
     def _server(self, call: Call, io: bool) -> ServerInfo:
         """The imaging server named in the URL, if the caller holds a credential bound to it."""
@@ -296,7 +321,7 @@ class OrthancService:
             _text(body, "uri") if level == Level.SYSTEM else None,
             io=io,
         )
-        return {"granted": decision.granted, "validity": int(decision.validity)}
+        return _validate_answer(decision.granted, int(decision.validity))
 
     def _profile(self, call: Call, raw: bytes, io: bool) -> Any:
         server = self._server(call, io)
