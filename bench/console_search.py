@@ -164,6 +164,10 @@ async def measure_gui(url: str, token: str, data_dir: Path, runs: int) -> dict[s
         panel.table.viewport().repaint()
 
     await asyncio.sleep(0.05)
+    if os.environ.get("BENCH_NO_GC_FREEZE") is None:
+        import gc
+
+        gc.freeze()  # as app.views.application.run does once the window is up
     stall["on"] = True
     first: list[float] = []
     for _ in range(max(3, runs // 3)):
