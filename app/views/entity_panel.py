@@ -326,7 +326,37 @@ class EntityPanel(QWidget):
             return
         if self.current is not None and getattr(record, "id", None) == getattr(self.current, "id", None) and self.form.mode in ("edit", "view"):
             return
+        if self.form.dirty and self.form.mode in ("create", "edit"):
+            # Never drop typed changes silently: go back to the record being edited and ask.
+            self._reselect_current()
+            self.service.spawn(self._switch_after_asking(record))
+            return
         self.show_record(record)
+
+    def _reselect_current(self) -> None:
+        selection = self.table.selectionModel()
+        selection.blockSignals(True)
+        row = self.model.row_of(getattr(self.current, "id", None)) if self.current is not None and self.form.mode == "edit" else -1
+        if row >= 0:
+            self.table.selectRow(row)
+        else:
+            self.table.clearSelection()
+        selection.blockSignals(False)
+
+    async def ask_discard(self) -> bool:
+        """True when there is nothing unsaved, or the person chose to drop it."""
+        if not (self.form.dirty and self.form.mode in ("create", "edit")):
+            return True
+        what = f"the {self.spec.noun} “{self.spec.label(self.current)}”" if self.form.mode == "edit" and self.current is not None else f"the new {self.spec.noun}"
+        dialog = ConfirmDialog("Discard changes?", f"You have unsaved changes to {what}. Discard them?", "Discard changes", danger=True, parent=self)
+        self.last_dialog = dialog
+        return await run_dialog(dialog) == ConfirmDialog.DialogCode.Accepted
+
+    async def _switch_after_asking(self, record: BaseModel) -> None:
+        if not await self.ask_discard():
+            return
+        self.show_record(record)
+        self.select_record(getattr(record, "id", None))
 
     def show_record(self, record: BaseModel, message: str = "") -> None:
         self.current = record
@@ -373,6 +403,16 @@ class EntityPanel(QWidget):
     def new_record(self) -> None:
         if not self.spec.creatable:
             return
+        if self.form.dirty and self.form.mode in ("create", "edit"):
+            self.service.spawn(self._new_after_asking())
+            return
+        self._new_record()
+
+    async def _new_after_asking(self) -> None:
+        if await self.ask_discard():
+            self._new_record()
+
+    def _new_record(self) -> None:
         self.current = None
         self.table.clearSelection()
         defaults = self._defaults()
@@ -408,7 +448,7 @@ class EntityPanel(QWidget):
         if self.form.mode == "edit" and self.current is not None:
             self.show_record(self.current)
         elif self.form.mode == "create":
-            self.new_record()
+            self._new_record()
 
     # ------------------------------------------------------------ save
 

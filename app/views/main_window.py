@@ -55,6 +55,7 @@ class MainWindow(QMainWindow):
         self.closed = False
         self._closing: asyncio.Task[Any] | None = None
         self.first_start: asyncio.Task[Any] | None = None
+        self.force_close = False  # tests and the start-up benchmark: close without asking
         self.setWindowIcon(icon("portico"))
         self.setWindowTitle(APP_TITLE)
         self.resize(1280, 780)
@@ -386,10 +387,24 @@ class MainWindow(QMainWindow):
             return
         event.ignore()
         if self._closing is None:
-            self.settings.setValue("geometry", self.saveGeometry())
-            self.settings.setValue("windowState", self.saveState())
-            self.settings.sync()
-            self._closing = asyncio.ensure_future(self._shut_down_and_close())
+            self._closing = asyncio.ensure_future(self._close_after_asking())
+
+    async def _close_after_asking(self) -> None:
+        """Unsaved changes in a form are not thrown away without asking."""
+        if not self.force_close:
+            for key, widget in list(self.panels.items()):
+                ask = getattr(widget, "ask_discard", None)
+                form = getattr(widget, "form", None)
+                if ask is None or form is None or not form.dirty:
+                    continue
+                self.show_panel(key)
+                if not await ask():
+                    self._closing = None  # stay open
+                    return
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("windowState", self.saveState())
+        self.settings.sync()
+        await self._shut_down_and_close()
 
     async def _shut_down_and_close(self) -> None:
         for widget in self.panels.values():

@@ -214,6 +214,7 @@ def make_window(qtbot: Any, loop: asyncio.AbstractEventLoop, run: Runner, tmp_pa
     yield make
     for window in made:
         if not window.closed:
+            window.force_close = True  # a test may end with a form half filled
             window.close()
             run.until(lambda w=window: w.closed, timeout=30)
         window.deleteLater()

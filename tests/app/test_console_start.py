@@ -282,3 +282,25 @@ def test_dark_theme(window: Any, run: Runner, tmp_path: Path) -> None:
         screenshot(window, tmp_path, "dark-users")
     finally:
         window.set_theme("light")
+
+
+def test_closing_with_unsaved_changes_asks_first(make_window: Any, run: Runner, shared_server: Any, tmp_path: Path) -> None:
+    from app.views.dialogs import ConfirmDialog
+
+    window = make_window("unsaved")
+    run(window.attach(shared_server.url, shared_server.token))
+    panel = window.show_panel("groups")
+    run.until(lambda: panel.loaded and not panel.model.loading)
+    window.show_panel("users")
+    panel.new_record()
+    panel.form.editor("name").input.setText("half typed")
+    window.close()
+    dialog = _wait_dialog(run, panel, ConfirmDialog)
+    assert window.current_panel() is panel  # the panel with the changes is shown
+    dialog.reject()
+    run.until(lambda: window._closing is None)
+    assert not window.closed and window.isVisible()
+    assert panel.form.editor("name").value() == "half typed"
+    window.close()
+    _wait_dialog(run, panel, ConfirmDialog).accept()
+    run.until(lambda: window.closed)

@@ -410,3 +410,31 @@ def test_site_settings_edit_and_validate(window: Any, run: Runner, api: httpx.Cl
     run.until(lambda: panel.form.message.text() == "Saved.")
     assert api.get("/site").json()["production_url"] == "https://portico.hospital.example"
     screenshot(window, tmp_path, "site")
+
+
+def test_unsaved_changes_are_not_dropped_silently(window: Any, run: Runner, api: httpx.Client, tmp_path: Path) -> None:
+    from app.views.dialogs import ConfirmDialog
+
+    stem = unique("unsaved")
+    first = created(api, "groups", {"name": f"{stem}-1"})
+    second = created(api, "groups", {"name": f"{stem}-2"})
+    panel = window.show_panel("groups")
+    search(run, panel, stem)
+    assert panel.select_record(first["id"])
+    enter(panel, {"description": "typed, not saved"})
+    panel.table.selectRow(panel.model.row_of(second["id"]))  # a click on another row
+    dialog = wait_dialog(run, panel, ConfirmDialog)
+    assert f"{stem}-1" in dialog.text.text()
+    assert panel.current.id == first["id"]  # still on the record being edited
+    screenshot(dialog, tmp_path, "groups-discard")
+    dialog.reject()
+    run.until(lambda: not dialog.isVisible())
+    assert panel.form.editor("description").value() == "typed, not saved"
+    assert panel.table.currentIndex().row() == panel.model.row_of(first["id"])
+
+    panel.new_record()  # Ctrl+N asks too
+    dialog = wait_dialog(run, panel, ConfirmDialog)
+    dialog.accept()
+    run.until(lambda: panel.form.mode == "create")
+    assert panel.form.editor("description").value() == ""
+    assert api.get(f"/groups/{first['id']}").json()["description"] == ""
