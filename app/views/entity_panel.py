@@ -259,6 +259,8 @@ class EntityPanel(QWidget):
 
     def refresh(self) -> None:
         self.model.reload()
+        self._announced = None  # the sections below the form reload too
+        self._announce()
         if self.spec.references or any(f.kind == "reference" for f in self.spec.filters) or any(f.kind == Kind.REFERENCE for f in self.spec.fields):
             self.service.spawn(self._load_references())
 

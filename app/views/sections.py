@@ -103,15 +103,15 @@ class MembershipSection(QGroupBox):
         buttons.addWidget(self.remove_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
+        self.remove_button.setEnabled(False)
         panel.record_shown.connect(self._record_shown)
         self.hide()
 
     def _record_shown(self, record: BaseModel | None) -> None:
-        same = record is not None and self.record is not None and getattr(record, "id") == getattr(self.record, "id")
         self.record = record
         self.setVisible(record is not None)
-        if record is not None and not same:
-            self.reload()
+        if record is not None:
+            self.reload()  # also after a save or a refresh: memberships may have changed elsewhere
 
     def reload(self) -> asyncio.Task[Any] | None:
         if self.record is None:
@@ -321,11 +321,10 @@ class _UserListSection(QGroupBox):
         self.hide()
 
     def _record_shown(self, record: BaseModel | None) -> None:
-        same = record is not None and self.record is not None and getattr(record, "id") == getattr(self.record, "id")
         self.record = record
         if record is None:
             self.hide()
-        elif not same:
+        else:
             self.reload()
 
     def reload(self) -> asyncio.Task[Any] | None:
