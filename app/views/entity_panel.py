@@ -73,6 +73,55 @@ def impact_sentence(target: str, noun: str, removes: dict[str, int]) -> str:
     return f"Delete the {noun} “{target}”? This also removes {listed}."
 
 
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _scope_words(values: dict[str, Any]) -> str:
+    scope = values.get("scope") or "all"
+    if scope == "labels":
+        labels = values.get("labels") or []
+        return "studies labelled " + _listed([f"“{label}”" for label in labels]) if labels else "labelled studies"
+    if scope == "resources":
+        selectors = values.get("selectors") or []
+        return counted(len(selectors), "selected resources") if isinstance(selectors, list) else "selected resources"
+    return "all studies"
+
+
+async def access_change_sentence(service: ConsoleService, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """A rule's change in words: "Radiology will gain download on PACS-2 for all studies;
+    12 users affected." None when nothing about access changes."""
+    groups = await service.labels("groups")
+    servers = await service.labels("imaging-servers")
+    if new.get("group_id") not in groups or new.get("imaging_server_id") not in servers:  # made since
+        groups = await service.labels("groups", refresh=True)
+        servers = await service.labels("imaging-servers", refresh=True)
+    group = groups.get(new.get("group_id") or 0, "the group")
+    server = servers.get(new.get("imaging_server_id") or 0, "the imaging server")
+    same_target = old.get("group_id") == new.get("group_id") and old.get("imaging_server_id") == new.get("imaging_server_id")
+    before = set(old.get("capabilities") or []) if same_target else set()
+    after = set(new.get("capabilities") or [])
+    gained, lost = sorted(after - before), sorted(before - after)
+    scope_changed = same_target and (old.get("scope"), old.get("labels"), old.get("selectors")) != (new.get("scope"), new.get("labels"), new.get("selectors"))
+    if not gained and not lost and not scope_changed and same_target and old:
+        return None
+    parts = []
+    if gained:
+        parts.append(f"gain {_listed(gained)}")
+    if lost:
+        parts.append(f"lose {_listed(lost)}")
+    if not parts:
+        parts.append(f"keep {_listed(sorted(after))}")
+    page = await service.list_page("users", {"group_id": new.get("group_id"), "limit": 1}) if new.get("group_id") else None
+    affected = counted(page.total, "users") + " affected" if page is not None else "no user affected"
+    sentence = f"{group} will {' and '.join(parts)} on {server} for {_scope_words(new)}; {affected}."
+    if old and not same_target:
+        old_group = groups.get(old.get("group_id") or 0, "the group")
+        old_server = servers.get(old.get("imaging_server_id") or 0, "the imaging server")
+        sentence += f" {old_group} loses this rule on {old_server}."
+    return sentence
+
+
 class EntityPanel(QWidget):
     record_saved = Signal(object)
     record_shown = Signal(object)  # the record in the form (edit/view), or None
@@ -463,7 +512,10 @@ class EntityPanel(QWidget):
         return self._save_task
 
     async def _confirm_sensitive(self, body: dict[str, Any]) -> bool:
-        """Granting superuser is confirmed on its own (it grants everything)."""
+        """Granting superuser is confirmed on its own (it grants everything); a change of
+        access is previewed in words before it applies."""
+        if self.spec.key == "access-rules":
+            return await self._confirm_access_change()
         if self.spec.key != "users" or body.get("is_superuser") is not True:
             return True
         if self.form.mode == "edit" and self.form.original.get("is_superuser"):
@@ -477,6 +529,19 @@ class EntityPanel(QWidget):
             danger=True,
             parent=self,
         )
+        self.last_dialog = dialog
+        return await run_dialog(dialog) == ConfirmDialog.DialogCode.Accepted
+
+    async def _confirm_access_change(self) -> bool:
+        new = self.form.values()
+        old = self.form.original if self.form.mode == "edit" else {}
+        try:
+            text = await access_change_sentence(self.service, old, new)
+        except (ApiError, ServerUnreachable):
+            return True  # the preview is a courtesy; the save itself reports the problem
+        if text is None:
+            return True
+        dialog = ConfirmDialog("Apply this access change?", text, "Apply", parent=self)
         self.last_dialog = dialog
         return await run_dialog(dialog) == ConfirmDialog.DialogCode.Accepted
 

@@ -126,6 +126,8 @@ def test_list_search_create_edit_delete(case: Case, window: Any, run: Runner, ap
     assert panel.form.valid, panel.form.local_errors()
     assert panel.save_button.isEnabled()
     panel.save()
+    if case.key == "access-rules":  # a change of access is previewed in words first
+        wait_dialog(run, panel, ConfirmDialog).accept()
     if case.key == "credentials":  # the secret is shown once
         dialog = wait_dialog(run, panel, MessageDialog)
         assert dialog.secret.text()
@@ -150,6 +152,8 @@ def test_list_search_create_edit_delete(case: Case, window: Any, run: Runner, ap
     enter(panel, case.edit)
     assert panel.form.dirty and panel.form.valid, panel.form.local_errors()
     panel.save()
+    if case.key == "access-rules":
+        wait_dialog(run, panel, ConfirmDialog).accept()
     run.until(lambda: panel.form.message.text().startswith("Saved"))
     on_server = api.get(f"/{case.key}/{record_id}").json()
     for key, value in (case.expect_after_edit or case.edit).items():
@@ -438,3 +442,33 @@ def test_unsaved_changes_are_not_dropped_silently(window: Any, run: Runner, api:
     run.until(lambda: panel.form.mode == "create")
     assert panel.form.editor("description").value() == ""
     assert api.get(f"/groups/{first['id']}").json()["description"] == ""
+
+
+def test_access_changes_are_previewed_in_words(window: Any, run: Runner, api: httpx.Client, tmp_path: Path) -> None:
+    from app.views.dialogs import ConfirmDialog
+
+    ids = _group_and_server(api)
+    group, server = ids["group"], ids["server"]
+    members = [created(api, "users", {"username": unique("viewer")}) for _ in range(2)]
+    api.post(f"/groups/{group['id']}/members/add", json={"user_ids": [m["id"] for m in members]}).raise_for_status()
+    panel = window.show_panel("access-rules")
+    run.until(lambda: panel.loaded and not panel.model.loading)
+    run(panel._load_references())
+    panel.new_record()
+    enter(panel, {"group_id": group["id"], "imaging_server_id": server["id"], "capabilities": ["view", "download"]})
+    panel.save()
+    dialog = wait_dialog(run, panel, ConfirmDialog)
+    text = dialog.text.text()
+    assert text == f"{group['name']} will gain download and view on {server['name']} for all studies; 2 users affected.", text
+    screenshot(dialog, tmp_path, "access-rule-preview")
+    dialog.accept()
+    run.until(lambda: panel.current is not None and panel.form.mode == "edit")
+    rule_id = panel.current.id
+
+    enter(panel, {"capabilities": ["view"], "scope": "labels", "labels": ["research"]})
+    panel.save()
+    dialog = wait_dialog(run, panel, ConfirmDialog)
+    assert dialog.text.text() == f"{group['name']} will lose download on {server['name']} for studies labelled “research”; 2 users affected."
+    dialog.reject()  # nothing applied
+    run.until(lambda: panel._save_task.done())
+    assert api.get(f"/access-rules/{rule_id}").json()["capabilities"] == ["view", "download"]
