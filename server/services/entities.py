@@ -21,6 +21,7 @@ from server.domain.vocabulary import (
 )
 from server.services import secrets_tokens
 from server.services.passwords import hash_password
+from server.services.principal import NO_USER
 from server.services.records import Dependent, EntitySpec, Reference, Values, WriteContext
 from server.storage.tables import (
     AccessRule,
@@ -489,6 +490,9 @@ SESSIONS: EntitySpec[Session] = EntitySpec(
 def _credential_before_create(ctx: WriteContext, _row: Any, values: Values) -> None:
     if values["kind"] == CredentialKind.API_TOKEN:
         values["user_id"] = values.get("user_id") or ctx.principal.user_id
+        if values["user_id"] == NO_USER:
+            raise ValidationFailed.on_field("user_id", "an API token belongs to a user: name the user it is for "
+                                            "(the console's local owner is not a user)")
         if values["user_id"] != ctx.principal.user_id and not ctx.principal.is_superuser:
             raise PermissionDenied.on_field("user_id", "only a superuser may create an API token for another user")
         prefix = TokenPrefix.API_TOKEN
@@ -531,7 +535,8 @@ def _share_before_create(ctx: WriteContext, _row: Any, values: Values) -> None:
     issued = secrets_tokens.issue(TokenPrefix.SHARE)
     values["public_id"] = issued.public_id
     values["secret_hash"] = issued.secret_hash
-    values["created_by_id"] = ctx.principal.user_id
+    # The console's local owner is no user: its shares have no creator.
+    values["created_by_id"] = None if ctx.principal.user_id == NO_USER else ctx.principal.user_id
     ctx.issued_secret = issued.token
 
 

@@ -114,20 +114,29 @@ def _order_by(spec: EntitySpec[Any], sort: str | None) -> list[Any]:
     return clauses
 
 
-def filtered(spec: EntitySpec[RowT], query: ListQuery) -> Select[Any]:
+def _contains(column: InstrumentedAttribute[Any], pattern: str, dialect: str) -> ColumnElement[bool]:
+    # Case-insensitive everywhere. On SQLite, LIKE already ignores (ASCII) case, and ILIKE
+    # would become lower(column) LIKE lower(pattern): the same answer (SQLite's lower() is
+    # ASCII-only too), ~2.7x slower on 100,000 users (bench/console_search.py).
+    if dialect == "sqlite":
+        return column.like(pattern, escape="\\")
+    return column.ilike(pattern, escape="\\")
+
+
+def filtered(spec: EntitySpec[RowT], query: ListQuery, dialect: str) -> Select[Any]:
     statement = select(spec.table)
     if query.q and not spec.search:
         raise ValidationFailed.on_field("q", f"{spec.noun}s cannot be searched by text; use the filters")
     if query.q:
         pattern = f"%{_escape_like(query.q)}%"
-        statement = statement.where(or_(*(column.ilike(pattern, escape="\\") for column in spec.search)))
+        statement = statement.where(or_(*(_contains(column, pattern, dialect) for column in spec.search)))
     for name, value in query.model_dump(exclude=set(LIST_QUERY_BASE_FIELDS), exclude_none=True).items():
         statement = statement.where(spec.filters[name](getattr(query, name)))
     return statement
 
 
 def list_records(session: Session, spec: EntitySpec[RowT], query: ListQuery) -> tuple[list[RowT], int]:
-    statement = filtered(spec, query)
+    statement = filtered(spec, query, session.get_bind().dialect.name)
     order = _order_by(spec, query.sort)
     total = session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
     rows = session.scalars(statement.order_by(*order).offset(query.offset).limit(query.limit)).all()

@@ -234,3 +234,16 @@ def test_embedded_needs_one_worker(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--embedded" in result.stderr
+
+
+def test_the_local_owner_makes_shares_and_is_told_api_tokens_need_a_user(embedded: Embedded) -> None:
+    with embedded.client() as api:
+        server = api.post("/api/v1/imaging-servers", json={"token": "pacs", "name": "PACS", "hostname": "pacs"}).json()
+        share = api.post("/api/v1/shares", json={
+            "type": "viewer-instant-link", "imaging_server_id": server["id"],
+            "resources": [{"level": "study", "orthanc_id": None, "dicom_uid": "1.2.840.113619.2.1", "url": None}],
+        })
+        assert share.status_code == 201, share.text
+        token = api.post("/api/v1/credentials", json={"kind": "api-token"})
+        assert token.status_code == 422 and token.json()["error"]["fields"][0]["field"] == "user_id"
+        assert "belongs to a user" in token.json()["error"]["fields"][0]["message"]
