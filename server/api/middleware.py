@@ -99,9 +99,9 @@ class Metrics:
     """Request counts and latencies per route template (never per raw path: ids would explode the series).
 
     An application whose ``counted_only`` attribute is true (Orthanc's calls, on every
-    request Orthanc serves) is only counted: no timer, no histogram, no wrapped ``send``;
-    it leaves its status in the scope. That is a tenth of the cost, measured as a few µs
-    per call against a ~15 µs answer."""
+    request Orthanc serves) is only counted: no timer, no histogram, no wrapped ``send``
+    (together ~3 µs of a ~20 µs warm validate call, in process); it leaves its route and
+    status in the scope."""
 
     def __init__(self, app: ASGIApp, series: HttpSeries) -> None:
         self.app = app
