@@ -57,6 +57,7 @@ class ConsoleService(QObject):
     notification = Signal(str, str)  # level ("error", "warning", "info"), message
     server_died = Signal(str)  # what happened, with the end of the server's log
     connection_changed = Signal()
+    site_changed = Signal(object)  # the Site as saved: every URL Portico prints follows it
 
     def __init__(self, settings: ConsoleSettings | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -317,7 +318,9 @@ class ConsoleService(QObject):
 
     async def update_site(self, body: dict[str, Any]) -> BaseModel:
         async with self._tracked() as client:
-            return await client.update_site(body)
+            site = await client.update_site(body)
+        self.site_changed.emit(site)
+        return site
 
     async def explain(self, body: dict[str, Any]) -> Any:
         async with self._tracked() as client:

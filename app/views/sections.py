@@ -4,6 +4,8 @@
 - A user's active sessions (revoke) and linked identity-provider identities (unlink).
 - Session: revoke it.
 - Imaging server: the copy-ready Orthanc configuration block.
+- Auth server: the login, callback and sign-out URLs to register at the provider, with
+  the server's warnings when the Site would make them unacceptable (Cognito: https only).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -30,7 +34,7 @@ from PySide6.QtWidgets import (
 from app.models.service import ApiError, ConsoleService, ServerUnreachable
 from app.views.async_tools import Debouncer, run_dialog
 from app.views.dialogs import ConfirmDialog, PickDialog, TextDialog
-from app.views.entity_panel import EntityPanel, counted
+from app.views.entity_panel import EntityPanel, counted, inline_message, show_inline
 from app.views.theme import icon
 
 SHOWN_LIMIT = 500
@@ -434,7 +438,132 @@ class IdentitiesSection(_UserListSection):
             await self._load(int(getattr(self.record, "id")))
 
 
+class AuthServerUrlsSection(QGroupBox):
+    """The URLs to register at the identity provider for the shown auth server, as the
+    server derives them from the Site, each with Copy; its warnings come first."""
+
+    URLS = (
+        ("callback", "Callback URL", "register as an allowed callback (redirect) URL"),
+        ("logout", "Sign-out URL", "register as an allowed sign-out URL"),
+        ("login", "Login URL", "where viewers start a sign-in"),
+        ("default_login", "Short login URL", "the default auth server's login URL"),
+    )
+
+    def __init__(self, panel: EntityPanel, service: ConsoleService) -> None:
+        super().__init__("URLs to register at the provider")
+        self.panel = panel
+        self.service = service
+        self.record: BaseModel | None = None
+        self.urls: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self._headline = ""  # what this section put in the panel's message, to take back
+        layout = QVBoxLayout(self)
+        self.warnings = inline_message()
+        self.warnings.setObjectName("inlineMessage")
+        layout.addWidget(self.warnings)
+        grid = QGridLayout()
+        self.fields: dict[str, QLineEdit] = {}
+        self.copy_buttons: dict[str, QPushButton] = {}
+        self.labels: dict[str, QLabel] = {}
+        for row, (key, label, tip) in enumerate(self.URLS):
+            line = QLineEdit()
+            line.setReadOnly(True)
+            line.setObjectName(f"url_{key}")
+            line.setToolTip(tip)
+            button = QPushButton(icon("duplicate"), "Copy")
+            button.setObjectName(f"copy_{key}")
+            button.setToolTip(f"Copy the {label.lower()}")
+            button.clicked.connect(lambda _checked=False, k=key: self.copy(k))
+            button.setText("Copied")
+            button.setMinimumWidth(button.sizeHint().width())  # "Copied" is not cut short
+            button.setText("Copy")
+            caption = QLabel(label)
+            grid.addWidget(caption, row, 0)
+            grid.addWidget(line, row, 1)
+            grid.addWidget(button, row, 2)
+            self.fields[key], self.copy_buttons[key], self.labels[key] = line, button, caption
+        grid.setColumnStretch(1, 1)
+        layout.addLayout(grid)
+        self.policy = QLabel()
+        self.policy.setObjectName("fieldHelp")
+        self.policy.setWordWrap(True)
+        self.policy.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.policy)
+        panel.record_shown.connect(self._record_shown)
+        service.site_changed.connect(self._site_changed)
+        self.hide()
+
+    def _record_shown(self, record: BaseModel | None) -> None:
+        self.record = record
+        self.setVisible(record is not None)
+        if record is not None:
+            self.reload()  # after a save too: the token (and so every URL) may have changed
+        else:
+            self._set_headline("")
+
+    def _site_changed(self, _site: Any = None) -> None:
+        if self.record is not None:
+            self.reload()
+
+    def reload(self) -> asyncio.Task[Any] | None:
+        if self.record is None:
+            return None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # latest wins
+        self._task = self.service.spawn(self._load(int(getattr(self.record, "id"))))
+        return self._task
+
+    async def _load(self, auth_server_id: int) -> None:
+        try:
+            urls = await self.service.auth_server_urls(auth_server_id)
+        except (ApiError, ServerUnreachable) as error:
+            if self.record is not None and getattr(self.record, "id") == auth_server_id:
+                show_inline(self.warnings, "error", f"Could not read the URLs: {_error_text(error)}")
+            return
+        if self.record is None or getattr(self.record, "id") != auth_server_id:
+            return
+        self.show_urls(urls)
+
+    def show_urls(self, urls: Any) -> None:
+        self.urls = urls
+        for key, line in self.fields.items():
+            value = getattr(urls, key, None) or ""
+            line.setText(value)
+            line.setCursorPosition(0)
+            line.setToolTip(value)  # the whole URL, where the field is narrow
+            shown = bool(value)
+            for widget in (line, self.copy_buttons[key], self.labels[key]):
+                widget.setVisible(shown)
+            self.copy_buttons[key].setText("Copy")
+        if urls.warnings:
+            show_inline(self.warnings, "error", "\n".join(f"⚠ {text}" for text in urls.warnings))
+        else:
+            show_inline(self.warnings, "info", "")
+        self.policy.setText(urls.policy)
+        # The form is long and this section sits below it: a refusal to come is also said
+        # at the top of the panel, where it cannot be missed.
+        self._set_headline(
+            f"The provider will refuse this auth server's URLs: {urls.warnings[0].rstrip('.')}"
+            + (f" — and {counted(len(urls.warnings) - 1, 'more warnings')} with the URLs below the form." if len(urls.warnings) > 1 else " — see the URLs below the form.")
+            if urls.warnings else ""
+        )
+
+    def _set_headline(self, text: str) -> None:
+        message = self.panel.message
+        if text:
+            show_inline(message, "warning", text)
+        elif self._headline and message.text() == self._headline:
+            show_inline(message, "info", "")
+        self._headline = text
+
+    def copy(self, key: str) -> None:
+        QGuiApplication.clipboard().setText(self.fields[key].text())
+        for name, button in self.copy_buttons.items():
+            button.setText("Copied" if name == key else "Copy")
+
+
 SECTIONS: dict[str, tuple[type, ...]] = {
+    "auth-servers": (AuthServerUrlsSection,),
     "users": (MembershipSection, UserSessionsSection, IdentitiesSection),
     "groups": (MembershipSection,),
     "sessions": (SessionSection,),
