@@ -33,6 +33,7 @@ from app.client import (
 )
 from app.embedded import EmbeddedServer, EmbeddedServerError, default_data_dir
 from app.models.entities import LABELS
+from app.models.user_import import Action, ImportRow, Outcome
 from app.settings import ConsoleSettings, RecentConnection, keyring_available, store_password, stored_password
 
 __all__ = [
@@ -45,11 +46,19 @@ __all__ = [
     "NotAuthenticatedError",
     "RecentConnection",
     "ServerUnreachable",
+    "api_error_text",
 ]
 
 log = logging.getLogger("portico.console")
 BUSY_DELAY_MS = 300
 PAGE_LIMIT = 500
+LOOKUP_PAGES = 4  # an import's username looked up among at most this many pages of matches
+
+
+def api_error_text(error: ApiError) -> str:
+    """The server's message, with what it said about each field."""
+    details = "; ".join(f"{item.field}: {item.message}" if item.field else item.message for item in error.fields)
+    return f"{error.message} ({details})" if details and details not in error.message else error.message
 
 
 class ConsoleService(QObject):
@@ -337,6 +346,74 @@ class ConsoleService(QObject):
     async def change_user_groups(self, user_id: int, group_ids: list[int], *, add: bool) -> Any:
         async with self._tracked() as client:
             return await client.change_user_groups(user_id, group_ids, add=add)
+
+    # ------------------------------------------------------------ bulk import of users
+
+    async def group_ids_by_name(self) -> dict[str, int]:
+        """Group name -> id (the first PAGE_LIMIT groups), fresh: for the import's checks."""
+        return {name: group_id for group_id, name in (await self.labels("groups", refresh=True)).items()}
+
+    async def existing_usernames(self, usernames: list[str], *, concurrency: int = 8) -> dict[str, int]:
+        """Lower-case username -> id of those of ``usernames`` that exist (usernames are
+        unique regardless of case). Searched by name, a few at a time."""
+        limit = asyncio.Semaphore(concurrency)
+        found: dict[str, int] = {}
+
+        async def look_up(name: str) -> None:
+            key = name.lower()
+            async with limit:
+                for page_number in range(LOOKUP_PAGES):
+                    page = await self.list_page("users", {"q": name, "sort": "username", "offset": page_number * PAGE_LIMIT, "limit": PAGE_LIMIT})
+                    match = next((user.id for user in page.items if user.username.lower() == key), None)
+                    if match is not None:
+                        found[key] = match
+                        return
+                    if (page_number + 1) * PAGE_LIMIT >= page.total:
+                        return
+
+        await asyncio.gather(*(look_up(name) for name in dict.fromkeys(n for n in usernames if n)))
+        return found
+
+    async def import_user_row(self, row: ImportRow) -> None:
+        """Send one planned row (create or update, then add its groups); its outcome and the
+        server's message are set on the row. Raises only ServerUnreachable and cancellation."""
+        if row.action == Action.INVALID:
+            row.outcome, row.message = Outcome.FAILED, "; ".join(row.errors)
+            return
+        if row.action == Action.SKIP:
+            row.outcome, row.message = Outcome.SKIPPED, "the user exists (existing users are skipped)"
+            return
+        user_id = row.existing_id
+        try:
+            if row.action == Action.CREATE:
+                user = await self.create("users", row.create_body())
+                user_id = int(getattr(user, "id"))
+                row.existing_id, row.outcome, row.message = user_id, Outcome.CREATED, ""
+            else:
+                assert user_id is not None
+                body = row.update_body()
+                if body:
+                    for attempt in range(2):  # a version conflict: read again once
+                        current = await self.get("users", user_id)
+                        try:
+                            await self.update("users", user_id, {**body, "version": getattr(current, "version")})
+                            break
+                        except ApiError as error:
+                            if error.code != ErrorCode.VERSION_CONFLICT or attempt:
+                                raise
+                row.outcome, row.message = Outcome.UPDATED, "" if body else "nothing to change but its groups"
+        except ApiError as error:
+            row.outcome, row.message = Outcome.FAILED, api_error_text(error)
+            return
+        if row.group_ids and user_id is not None:
+            try:
+                change = await self.change_user_groups(user_id, row.group_ids, add=True)
+            except ApiError as error:
+                done = "created" if row.outcome == Outcome.CREATED else "updated"
+                row.outcome, row.message = Outcome.FAILED, f"the user was {done}, but not added to its groups: {api_error_text(error)}"
+                return
+            added = int(getattr(change, "changed", 0))
+            row.message = "; ".join(filter(None, [row.message, f"{added} group{'' if added == 1 else 's'} added" if added else ""]))
 
     async def orthanc_config(self, imaging_server_id: int) -> dict[str, Any]:
         async with self._tracked() as client:

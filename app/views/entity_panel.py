@@ -9,7 +9,6 @@ what else goes with the record and names it in the confirmation.
 from __future__ import annotations
 
 import asyncio
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.models.csv_files import write_csv
 from app.models.entities import EntitySpec, FilterSpec, Kind, display, duplicate_values, plain, record_values
 from app.models.paged_table import PagedTableModel
 from app.models.service import ApiError, ConsoleService, ErrorCode, ServerUnreachable
@@ -690,11 +690,7 @@ class EntityPanel(QWidget):
         params = {key: value for key, value in self.model.params().items() if key not in ("offset", "limit")}
         records = await self.service.all_records(self.spec.key, params)
         names = [name for name in type(records[0]).model_fields] if records else [c.field for c in self.spec.columns]
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(names)
-            for record in records:
-                writer.writerow([_csv_cell(getattr(record, name, None)) for name in names])
+        write_csv(path, names, ([_csv_cell(getattr(record, name, None)) for name in names] for record in records))
         show_inline(self.message, "info", f"Exported {len(records):,} {self.spec.noun}s to {path}.")
         return len(records)
 

@@ -30,6 +30,7 @@ from app.views.cognito_wizard import CognitoWizard, cognito_section
 from app.views.dialogs import ConnectDialog, FirstSuperuserDialog, MessageDialog
 from app.views.entity_panel import EntityPanel
 from app.views.explain_panel import ExplainPanel
+from app.views.import_dialog import UserImportDialog
 from app.views.sections import SECTIONS
 from app.views.site_panel import SitePanel
 from app.views.test_login_panel import TestLoginPanel
@@ -138,6 +139,11 @@ class MainWindow(QMainWindow):
         for action in (connect, embedded):
             file_menu.addAction(action)
         file_menu.addSeparator()
+        import_users = QAction(icon("user"), "&Import users…", self)
+        import_users.setToolTip("Create or update users and their memberships from a CSV file")
+        import_users.triggered.connect(lambda: self.open_user_import())
+        file_menu.addAction(import_users)
+        file_menu.addSeparator()
         file_menu.addAction(quit_action)
 
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -226,6 +232,19 @@ class MainWindow(QMainWindow):
         self.last_dialog = wizard
         wizard.show()
         return wizard
+
+    def open_user_import(self) -> UserImportDialog:
+        """The CSV import of users (non-modal: the panels stay usable while it runs)."""
+        dialog = UserImportDialog(self.service, parent=self)
+        dialog.import_finished.connect(self._users_imported)
+        self.last_dialog = dialog
+        dialog.show()
+        return dialog
+
+    def _users_imported(self, changed: int) -> None:
+        panel = self.panels.get("users")
+        if changed and panel is not None and panel.loaded:
+            panel.refresh()
 
     # ------------------------------------------------------------ connection
 
