@@ -238,3 +238,18 @@ def test_replica_learns_of_revocation(replicas: Replicas, revocation: str) -> No
     assert delay < REPLICA_BOUND, f"replica B took {delay:.3f} s"
     assert replicas.a.granted(grant.token) is False
     assert replicas.b.granted(grant.token) is False
+
+
+def test_a_changed_rule_reaches_members_not_seen_before(single: Single) -> None:
+    """Compiled rules are shared by a group's members: a change must reach a member whose
+    token Portico has never seen, not only the ones it had cached."""
+    admin = single.admin
+    first = admin.member("shared-rule", single.server_id, ["view"])
+    second_user = ok(admin.api.post(f"{API}/users", json={"username": admin.unique("shared-rule-2")}))
+    ok(admin.api.post(f"{API}/groups/{first.group_id}/members/add", json={"user_ids": [second_user["id"]]}))
+    second_token, _ = admin.api_token(second_user["id"])
+    assert single.plugin.granted(first.token)  # compiles and keeps the group's rule
+    rule = ok(admin.api.get(f"{API}/access-rules/{first.rule_id}"))
+    ok(admin.api.patch(f"{API}/access-rules/{first.rule_id}", json={"version": rule["version"], "capabilities": ["download"]}))
+    assert single.plugin.granted(second_token) is False  # never seen; must not get the old "view"
+    assert single.plugin.granted(first.token) is False
