@@ -568,10 +568,13 @@ class EntityPanel(QWidget):
         except ServerUnreachable as error:
             show_inline(self.message, "error", f"Not saved: {error}")
             return
+        # The inserted row shifts the current index onto another record: that is no choice
+        # of the person's (it would ask to discard the form being saved), so it is not signalled.
+        selection = self.table.selectionModel()
+        selection.blockSignals(True)
         self.model.insert_record(record)
-        self.table.blockSignals(True)
         self.table.selectRow(0)
-        self.table.blockSignals(False)
+        selection.blockSignals(False)
         self.show_record(record, message=f"Created {self.spec.noun} “{self.spec.label(record)}”.")
         show_inline(self.message, "info", "")
         self.record_saved.emit(record)
