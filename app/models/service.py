@@ -347,6 +347,12 @@ class ConsoleService(QObject):
         async with self._tracked() as client:
             return await client.change_user_groups(user_id, group_ids, add=add)
 
+    async def group_access(self, group_id: int) -> tuple[list[BaseModel], list[BaseModel]]:
+        """The imaging servers (the first PAGE_LIMIT) and every access rule of a group."""
+        servers = await self.list_page("imaging-servers", {"limit": PAGE_LIMIT, "sort": "name"})
+        rules = await self.all_records("access-rules", {"group_id": group_id})
+        return list(servers.items), rules
+
     # ------------------------------------------------------------ bulk import of users
 
     async def group_ids_by_name(self) -> dict[str, int]:

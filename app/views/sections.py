@@ -4,6 +4,7 @@
 - A user's active sessions (revoke) and linked identity-provider identities (unlink).
 - Session: revoke it.
 - Imaging server: the copy-ready Orthanc configuration block.
+- Group: its access as a matrix of imaging servers × capabilities (scope, validity).
 - Auth server: the login, callback and sign-out URLs to register at the provider, with
   the server's warnings when the Site would make them unacceptable (Cognito: https only).
 """
@@ -19,6 +20,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -27,14 +29,19 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from app.models.service import ApiError, ConsoleService, ServerUnreachable
+from app.models.access_matrix import CAPABILITIES, SCOPES, Cell, Change, ChangeKind, diff
+from app.models.access_matrix import Column as MatrixColumn
+from app.models.service import ApiError, ConsoleService, ErrorCode, ServerUnreachable
 from app.views.async_tools import Debouncer, run_dialog
 from app.views.dialogs import ConfirmDialog, PickDialog, TextDialog
-from app.views.entity_panel import EntityPanel, counted, inline_message, show_inline
+from app.views.entity_panel import EntityPanel, access_change_sentence, counted, inline_message, show_inline
 from app.views.theme import icon
 
 SHOWN_LIMIT = 500
@@ -562,10 +569,255 @@ class AuthServerUrlsSection(QGroupBox):
             button.setText("Copied" if name == key else "Copy")
 
 
+def _done(sentence: str) -> str:
+    """A previewed change ("X will gain view on S...") as done ("X gained view on S...")."""
+    for future, past in ((" will gain ", " gained "), (" will lose ", " lost "), (" and lose ", " and lost "), (" will keep ", " keeps ")):
+        sentence = sentence.replace(future, past)
+    return sentence
+
+
+class AccessMatrixSection(QGroupBox):
+    """The shown group's access: imaging servers (columns) × capabilities (rows), with each
+    server's scope and validity. Apply previews the change in words, then creates, updates
+    and deletes the rules that differ."""
+
+    SCOPE_ROW, TEXT_ROW, VALIDITY_ROW = 0, 1, 2
+    FIRST_CAPABILITY_ROW = 3
+
+    def __init__(self, panel: EntityPanel, service: ConsoleService) -> None:
+        super().__init__("Access by imaging server")
+        self.panel = panel
+        self.service = service
+        self.record: BaseModel | None = None
+        self.columns: list[MatrixColumn] = []
+        self.loaded: dict[int, Cell] = {}
+        self.last_dialog: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self.apply_task: asyncio.Task[Any] | None = None
+        self._filling = False
+        layout = QVBoxLayout(self)
+        self.summary = QLabel()
+        self.summary.setObjectName("fieldHelp")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        self.message = inline_message()
+        layout.addWidget(self.message)
+        self.table = QTableWidget(0, 0)
+        self.table.setObjectName("accessMatrix")
+        self.table.setVerticalHeaderLabels([])
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setDefaultSectionSize(120)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        self.table.itemChanged.connect(lambda _item: self._changed())
+        layout.addWidget(self.table)
+        buttons = QHBoxLayout()
+        self.revert_button = QPushButton(icon("revert"), "Revert")
+        self.revert_button.clicked.connect(lambda: self.reload())
+        self.apply_button = QPushButton(icon("save"), "Apply…")
+        self.apply_button.setObjectName("primary")
+        self.apply_button.setToolTip("Preview the change in words, then create, change or delete the rules")
+        self.apply_button.clicked.connect(lambda: self.apply())
+        buttons.addStretch(1)
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.apply_button)
+        layout.addLayout(buttons)
+        panel.record_shown.connect(self._record_shown)
+        self.hide()
+
+    def _record_shown(self, record: BaseModel | None) -> None:
+        self.record = record
+        self.setVisible(record is not None)
+        if record is not None:
+            self.reload()
+
+    def reload(self, keep: dict[int, Cell] | None = None) -> asyncio.Task[Any] | None:
+        if self.record is None:
+            return None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # latest wins
+        self._task = self.service.spawn(self._load(int(getattr(self.record, "id")), keep or {}))
+        return self._task
+
+    async def _load(self, group_id: int, keep: dict[int, Cell]) -> None:
+        try:
+            servers, rules = await self.service.group_access(group_id)
+        except (ApiError, ServerUnreachable) as error:
+            show_inline(self.message, "error", f"Could not load the group's access: {_error_text(error)}")
+            return
+        if self.record is None or getattr(self.record, "id") != group_id:
+            return
+        by_server: dict[int, list[Any]] = {}
+        for rule in rules:
+            by_server.setdefault(int(getattr(rule, "imaging_server_id")), []).append(rule)
+        self.columns = [MatrixColumn(int(getattr(server, "id")), str(getattr(server, "name")), by_server.get(int(getattr(server, "id")), [])) for server in servers]
+        self.loaded = {column.server_id: column.cell() for column in self.columns}
+        self._fill({**self.loaded, **{k: v for k, v in keep.items() if k in self.loaded}})
+        with_rules = sum(1 for column in self.columns if column.rules)
+        several = [column.name for column in self.columns if not column.editable]
+        text = f"{counted(len(rules), 'access rules')} on {counted(with_rules, 'imaging servers')}. Tick what the group may do on each server."
+        if several:
+            text += f" Several rules on {', '.join(several)}: edit those in the Access Rules panel."
+        self.summary.setText(text)
+        self._changed()
+
+    def _fill(self, cells: dict[int, Cell]) -> None:
+        self._filling = True
+        self.table.clear()
+        self.table.setRowCount(self.FIRST_CAPABILITY_ROW + len(CAPABILITIES))
+        self.table.setColumnCount(len(self.columns))
+        self.table.setVerticalHeaderLabels(["Scope", "Labels / selectors", "Validity (s)", *CAPABILITIES])
+        self.table.setHorizontalHeaderLabels([column.name for column in self.columns])
+        for index, column in enumerate(self.columns):
+            cell = cells.get(column.server_id, Cell(column.server_id))
+            scope = QComboBox()
+            for choice in SCOPES:
+                scope.addItem(choice, choice)
+            scope.setCurrentIndex(max(0, scope.findData(cell.scope)))
+            scope.currentIndexChanged.connect(lambda _i: self._changed())
+            text = QLineEdit(cell.scope_text)
+            text.setCursorPosition(0)
+            text.setPlaceholderText("research, teaching")
+            text.setToolTip("Labels, or selectors as kind=value (patient-id, study-instance-uid, orthanc-id), separated by commas")
+            text.textChanged.connect(lambda _t: self._changed())
+            validity = QSpinBox()
+            validity.setRange(0, 86400)
+            validity.setValue(cell.validity)
+            validity.setToolTip("How long Orthanc may cache an answer, in seconds")
+            validity.valueChanged.connect(lambda _v: self._changed())
+            for row, widget in ((self.SCOPE_ROW, scope), (self.TEXT_ROW, text), (self.VALIDITY_ROW, validity)):
+                widget.setEnabled(column.editable)
+                self.table.setCellWidget(row, index, widget)
+            for offset, capability in enumerate(CAPABILITIES):
+                item = QTableWidgetItem()
+                flags = Qt.ItemFlag.ItemIsUserCheckable | (Qt.ItemFlag.ItemIsEnabled if column.editable else Qt.ItemFlag.NoItemFlags)
+                item.setFlags(flags)
+                item.setCheckState(Qt.CheckState.Checked if capability in cell.capabilities else Qt.CheckState.Unchecked)
+                item.setToolTip(f"{capability} on {column.name}")
+                self.table.setItem(self.FIRST_CAPABILITY_ROW + offset, index, item)
+        # Every row visible (the form's scroll area scrolls); only the servers scroll sideways.
+        self.table.setFixedHeight(
+            self.table.horizontalHeader().sizeHint().height() + self.table.verticalHeader().length()
+            + self.table.horizontalScrollBar().sizeHint().height() + 2 * self.table.frameWidth() + 2
+        )
+        self._filling = False
+
+    def column_of(self, server_id: int) -> int:
+        return next(index for index, column in enumerate(self.columns) if column.server_id == server_id)
+
+    def set_capability(self, server_id: int, capability: str, on: bool) -> None:
+        item = self.table.item(self.FIRST_CAPABILITY_ROW + CAPABILITIES.index(capability), self.column_of(server_id))
+        item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+    def set_scope(self, server_id: int, scope: str, text: str = "") -> None:
+        index = self.column_of(server_id)
+        combo = self.table.cellWidget(self.SCOPE_ROW, index)
+        assert isinstance(combo, QComboBox)
+        combo.setCurrentIndex(combo.findData(scope))
+        line = self.table.cellWidget(self.TEXT_ROW, index)
+        assert isinstance(line, QLineEdit)
+        line.setText(text)
+
+    def cells(self) -> dict[int, Cell]:
+        found: dict[int, Cell] = {}
+        for index, column in enumerate(self.columns):
+            scope = self.table.cellWidget(self.SCOPE_ROW, index)
+            text = self.table.cellWidget(self.TEXT_ROW, index)
+            validity = self.table.cellWidget(self.VALIDITY_ROW, index)
+            if not isinstance(scope, QComboBox) or not isinstance(text, QLineEdit) or not isinstance(validity, QSpinBox):
+                continue
+            ticked = {
+                capability for offset, capability in enumerate(CAPABILITIES)
+                if (item := self.table.item(self.FIRST_CAPABILITY_ROW + offset, index)) is not None and item.checkState() == Qt.CheckState.Checked
+            }
+            found[column.server_id] = Cell(column.server_id, ticked, str(scope.currentData()), text.text().strip(), validity.value())
+        return found
+
+    def changes(self) -> list[Change]:
+        if self.record is None:
+            return []
+        return diff(int(getattr(self.record, "id")), self.columns, self.cells())
+
+    def _changed(self) -> None:
+        if self._filling:
+            return
+        pending = self.changes()
+        busy = self.apply_task is not None and not self.apply_task.done()
+        self.apply_button.setEnabled(bool(pending) and not busy)
+        self.revert_button.setEnabled(bool(pending) and not busy)
+        self.apply_button.setText(f"Apply {counted(len(pending), 'changes')}…" if pending else "Apply…")
+
+    # ------------------------------------------------------------ apply
+
+    def apply(self) -> asyncio.Task[Any] | None:
+        if self.apply_task is not None and not self.apply_task.done():
+            return self.apply_task
+        self.apply_task = self.service.spawn(self._apply())
+        return self.apply_task
+
+    async def describe(self, change: Change) -> str:
+        sentence = await access_change_sentence(self.service, change.old, change.new)
+        if sentence is None:  # only how long Orthanc may cache the answers changes
+            group = self.panel.spec.label(self.record) if self.record is not None else "The group"
+            sentence = f"{group} keeps its access on {change.server_name}; Orthanc may cache answers for {change.new['validity']} s (was {change.old.get('validity')} s)."
+        return sentence
+
+    async def _apply(self) -> None:
+        changes = self.changes()
+        if not changes:
+            show_inline(self.message, "info", "Nothing to apply: the matrix says what the rules say.")
+            return
+        problems = [f"{change.server_name}: " + "; ".join(f"{name}: {text}" if name else text for name, text in change.errors.items()) for change in changes if change.errors]
+        if problems:
+            show_inline(self.message, "error", "Not applied. " + " ".join(problems))
+            return
+        try:
+            sentences = [await self.describe(change) for change in changes]
+        except (ApiError, ServerUnreachable) as error:
+            show_inline(self.message, "error", f"Could not preview the change: {_error_text(error)}")
+            return
+        dialog = ConfirmDialog("Apply these access changes?", "\n\n".join(sentences), f"Apply {counted(len(changes), 'changes')}", parent=self)
+        self.last_dialog = dialog
+        if await run_dialog(dialog) != ConfirmDialog.DialogCode.Accepted:
+            return
+        wanted = self.cells()
+        applied: list[Change] = []
+        for change in changes:
+            try:
+                if change.kind == ChangeKind.CREATE:
+                    await self.service.create("access-rules", change.body)
+                elif change.kind == ChangeKind.UPDATE:
+                    assert change.rule_id is not None
+                    await self.service.update("access-rules", change.rule_id, change.body)
+                else:
+                    assert change.rule_id is not None
+                    await self.service.delete("access-rules", change.rule_id, change.version)
+            except (ApiError, ServerUnreachable) as error:
+                conflict = isinstance(error, ApiError) and error.code in (ErrorCode.VERSION_CONFLICT, ErrorCode.NOT_FOUND)
+                left = [c.server_id for c in changes if c not in applied and not (conflict and c is change)]
+                done = f" Applied before it: {', '.join(c.server_name for c in applied)}." if applied else ""
+                if conflict:
+                    text = (f"Not applied on {change.server_name}: someone changed the group's rule there meanwhile. "
+                            f"The matrix now shows that rule as it is on the server; your other changes are kept — look and apply again.{done}")
+                else:
+                    text = f"Not applied on {change.server_name}: {_error_text(error)}. Your changes are kept.{done}"
+                await self._after_apply({k: wanted[k] for k in left if k in wanted})
+                show_inline(self.message, "warning" if conflict else "error", text)
+                return
+            applied.append(change)
+        await self._after_apply({})
+        show_inline(self.message, "info", "Applied. " + " ".join(_done(sentence) for sentence in sentences))
+
+    async def _after_apply(self, keep: dict[int, Cell]) -> None:
+        task = self.reload(keep)
+        if task is not None:
+            await asyncio.wait([task])
+
+
 SECTIONS: dict[str, tuple[type, ...]] = {
     "auth-servers": (AuthServerUrlsSection,),
     "users": (MembershipSection, UserSessionsSection, IdentitiesSection),
-    "groups": (MembershipSection,),
+    "groups": (MembershipSection, AccessMatrixSection),
     "sessions": (SessionSection,),
     "imaging-servers": (OrthancConfigSection,),
 }
