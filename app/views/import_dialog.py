@@ -158,9 +158,7 @@ class UserImportDialog(QDialog):
         if not rows:
             self.detail.setText("")
             return
-        line = self.table.item(rows[0], 0).text()
-        status = self.table.item(rows[0], 1).text()
-        message = self.table.item(rows[0], len(HEADERS) - 1).text()
+        line, status, message = (self._text(rows[0], column) for column in (0, 1, len(HEADERS) - 1))
         self.detail.setText(f"Line {line}: {status}" + (f" — {message}" if message else ""))
 
     # ------------------------------------------------------------ loading and preview
@@ -233,11 +231,15 @@ class UserImportDialog(QDialog):
         self.table.setItem(index, 1, item)
         self.table.setItem(index, len(HEADERS) - 1, message)
 
+    def _text(self, row: int, column: int) -> str:
+        item = self.table.item(row, column)
+        return item.text() if item is not None else ""
+
     def status_of(self, line: int) -> tuple[str, str]:
         """The status and message the table shows for the row of a file line (tests)."""
         for index in range(self.table.rowCount()):
-            if self.table.item(index, 0).text() == str(line):
-                return self.table.item(index, 1).text(), self.table.item(index, len(HEADERS) - 1).text()
+            if self._text(index, 0) == str(line):
+                return self._text(index, 1), self._text(index, len(HEADERS) - 1)
         raise KeyError(line)
 
     @property
@@ -277,7 +279,9 @@ class UserImportDialog(QDialog):
         index = 0
         try:
             for index, row in enumerate(plan_.rows):
-                self.table.scrollToItem(self.table.item(index, 0))
+                shown = self.table.item(index, 0)
+                if shown is not None:
+                    self.table.scrollToItem(shown)
                 await self.service.import_user_row(row)
                 self._show_status(index, row)
                 self.progress.setValue(index + 1)

@@ -707,6 +707,7 @@ class AccessMatrixSection(QGroupBox):
 
     def set_capability(self, server_id: int, capability: str, on: bool) -> None:
         item = self.table.item(self.FIRST_CAPABILITY_ROW + CAPABILITIES.index(capability), self.column_of(server_id))
+        assert item is not None
         item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
 
     def set_scope(self, server_id: int, scope: str, text: str = "") -> None:
