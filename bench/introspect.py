@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -43,26 +42,14 @@ import validate as harness  # noqa: E402
 TOKENS = 200
 
 
-@dataclass(frozen=True)
-class FormCall:
-    """One introspection request, as raw HTTP/1.1 (the load generators send these bytes)."""
-
-    path: str
-    authorization: str
-    body: bytes
-
-    def raw(self, port: int) -> str:
-        return (
-            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {self.authorization}\r\n"
-            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(self.body)}\r\n\r\n"
-        ) + self.body.decode("latin-1")
+FORM = "application/x-www-form-urlencoded"
 
 
-def _answer(port: int, call: FormCall) -> tuple[int, dict[str, object]]:
+def _answer(port: int, call: harness.Call) -> tuple[int, dict[str, object]]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("POST", call.path, body=call.body, headers={
-            "Authorization": call.authorization, "Content-Type": "application/x-www-form-urlencoded"})
+            "Authorization": call.authorization, "Content-Type": FORM})
         response = connection.getresponse()
         return response.status, json.loads(response.read() or b"{}")
     finally:
@@ -81,8 +68,8 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     tokens = harness.portico_access_tokens(data_dir, rng.sample(range(1, seeded.users + 1), TOKENS))
     plugin = next(iter(seeded.plugins.values()))
     authorization = harness._basic(plugin.username, plugin.password)
-    calls = [FormCall("/oauth2/introspect", authorization, urlencode({"token": token.token}).encode()) for token in tokens]
-    bare_calls = [FormCall("/orthanc/bench/tokens/validate", authorization, call.body) for call in calls]
+    calls = [harness.Call("/oauth2/introspect", authorization, urlencode({"token": token.token}).encode(), FORM) for token in tokens]
+    bare_calls = [harness.Call("/orthanc/bench/tokens/validate", authorization, call.body, FORM) for call in calls]
 
     kind = "wrk" if shutil.which("wrk") and not args.python_load else "python"
     pin = harness.TWO_CPUS
@@ -99,7 +86,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
             raise RuntimeError(f"{len(bad)} tokens were not active at introspection: {bad[:3]}")
         print(f"  cold (first sight of each token, one client, wall time): {cold_ms:.2f} ms/request", flush=True)
         portico_result = harness.measure("portico /oauth2/introspect (warm)", server,
-                                         harness.LoadGenerator(kind, scratch, calls, args.connections, pin),  # type: ignore[arg-type]
+                                         harness.LoadGenerator(kind, scratch, calls, args.connections, pin),
                                          args.duration, args.warmup)
         status, body = _answer(server.port, calls[0])
         if status != 200 or body.get("active") is not True:
@@ -110,7 +97,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     bare = harness.bare(1)
     try:
         bare_result = harness.measure("bare starlette POST (same body)", bare,
-                                      harness.LoadGenerator(kind, scratch, bare_calls, args.connections, pin),  # type: ignore[arg-type]
+                                      harness.LoadGenerator(kind, scratch, bare_calls, args.connections, pin),
                                       args.duration, args.warmup)
     finally:
         bare.stop()

@@ -229,11 +229,12 @@ class Call:
     path: str
     authorization: str
     body: bytes
+    content_type: str = "application/json"
 
     def raw(self, port: int) -> str:
         return (
             f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {self.authorization}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n\r\n"
+            f"Content-Type: {self.content_type}\r\nContent-Length: {len(self.body)}\r\n\r\n"
         ) + self.body.decode("latin-1")
 
 

@@ -84,6 +84,19 @@ class UserPickDialog(PickDialog):
         self.loaded_text = text
 
 
+def _summary_and_list(box: QWidget, *, max_height: int) -> tuple[QVBoxLayout, QLabel, QListWidget]:
+    """How every section under a form starts: a help line, then a multi-select list."""
+    layout = QVBoxLayout(box)
+    summary = QLabel()
+    summary.setObjectName("fieldHelp")
+    layout.addWidget(summary)
+    records = QListWidget()
+    records.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+    records.setMaximumHeight(max_height)
+    layout.addWidget(records)
+    return layout, summary, records
+
+
 class MembershipSection(QGroupBox):
     """A user's groups (anchor "users") or a group's members (anchor "groups")."""
 
@@ -96,14 +109,7 @@ class MembershipSection(QGroupBox):
         self.members: dict[int, str] = {}
         self.last_dialog: Any = None
         self._task: asyncio.Task[Any] | None = None
-        layout = QVBoxLayout(self)
-        self.summary = QLabel()
-        self.summary.setObjectName("fieldHelp")
-        layout.addWidget(self.summary)
-        self.list = QListWidget()
-        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.list.setMaximumHeight(140)
-        layout.addWidget(self.list)
+        layout, self.summary, self.list = _summary_and_list(self, max_height=140)
         buttons = QHBoxLayout()
         self.add_button = QPushButton(icon("add"), "Add groups…" if self.anchor == "users" else "Add users…")
         self.remove_button = QPushButton(icon("delete"), "Remove selected")
@@ -312,14 +318,7 @@ class _UserListSection(QGroupBox):
         self.items: dict[Any, BaseModel] = {}
         self.last_dialog: Any = None
         self._task: asyncio.Task[Any] | None = None
-        layout = QVBoxLayout(self)
-        self.summary = QLabel()
-        self.summary.setObjectName("fieldHelp")
-        layout.addWidget(self.summary)
-        self.list = QListWidget()
-        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.list.setMaximumHeight(100)
-        layout.addWidget(self.list)
+        layout, self.summary, self.list = _summary_and_list(self, max_height=100)
         buttons = QHBoxLayout()
         self.action_button = QPushButton(icon("revoke"), self.action_text)
         self.action_button.setObjectName("danger")

@@ -3,7 +3,6 @@ the Site, each copyable, with the server's warnings when the Site makes them una
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,7 @@ import httpx
 from PySide6.QtGui import QGuiApplication
 
 from tests.app.conftest import Runner, screenshot
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{secrets.token_hex(3)}"
-
-
-def created(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    answer = api.post(f"/{path}", json=body)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
+from tests.app.support import created, unique
 
 
 def _cognito_auth_server(api: httpx.Client) -> dict[str, Any]:

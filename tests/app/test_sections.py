@@ -4,23 +4,13 @@ permission explainer, against a real embedded server."""
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.app.conftest import ADMIN, ADMIN_PASSWORD, Runner, screenshot
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{secrets.token_hex(3)}"
-
-
-def created(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    answer = api.post(f"/{path}", json=body)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
+from tests.app.support import created, unique
 
 
 def section_of(panel: Any, kind: str) -> Any:

@@ -5,23 +5,13 @@ cancellable, and the failed rows exported with their reason."""
 from __future__ import annotations
 
 import csv
-import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.app.conftest import Runner, screenshot
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{secrets.token_hex(3)}"
-
-
-def created(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    answer = api.post(f"/{path}", json=body)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
+from tests.app.support import created, unique
 
 
 def user_named(api: httpx.Client, username: str) -> dict[str, Any] | None:
