@@ -355,6 +355,15 @@ def login(body: s.LoginRequest, request: Request, portico: PorticoDep) -> Any:
     )
 
 
+@router.post("/auth/sso-exchange", response_model=s.LoginResponse, tags=["Authentication"],
+             summary="A Portico access token (single sign-on) -> an admin-API bearer token, for staff")
+def sso_exchange(body: s.SsoExchange, request: Request, portico: PorticoDep) -> Any:
+    result = portico.sso.console_session(body.access_token, address=client_address(request),
+                                         user_agent=request.headers.get("user-agent"), lifetime=portico.admin_session_lifetime)
+    return s.LoginResponse(token=result.token, session_id=result.session.id, expires_at=result.session.expires_at,
+                           user=s.UserRead.model_validate(result.user))
+
+
 @router.post("/auth/logout", status_code=204, response_class=Response, tags=["Authentication"], summary="End this session")
 def logout(principal: PrincipalDep, portico: PorticoDep) -> Response:
     if principal.session_id is None:

@@ -966,3 +966,9 @@ class TestLoginRead(BaseModel):
 
 class IntrospectRequest(Strict):
     token: Annotated[str, StringConstraints(max_length=8192)]
+
+
+class SsoExchange(Strict):
+    access_token: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description="A Portico access token from the single-sign-on token endpoint."
+    )

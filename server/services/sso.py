@@ -26,11 +26,12 @@ from authlib.common.urls import add_params_to_uri
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
-from server.contract.errors import NotFound, ValidationFailed
+from server.contract.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
 from server.domain.presets import origin
 from server.domain.vocabulary import AuditOutcome, EntityType, GroupSync, ProviderPreset, SessionKind, TokenPrefix, UserSource
 from server.services import audit, secrets_tokens
 from server.services.audit import Actor
+from server.services.accounts import LoginResult
 from server.services.authz_state import BOOKKEEPING
 from server.services.claims import MappedUser, map_claims, merge_claims
 from server.services.oidc_rp import (
@@ -79,6 +80,10 @@ MAX_USERNAME_SUFFIX = 1000
 # Where a console test login returns: the console's browser pane intercepts the navigation,
 # so nothing listens there, and no whitelist entry is needed (an administrator started it).
 CONSOLE_TEST_REDIRECT = "http://127.0.0.1/portico-console/test-login"
+# Where the console signs an administrator in to a remote Portico through single sign-on:
+# a native app's loopback redirect (RFC 8252), allowed for every auth server, but only with
+# a PKCE S256 challenge, so the code it receives is useless to anything but that console.
+CONSOLE_SIGN_IN_REDIRECT = "http://127.0.0.1/portico-console/sign-in"
 PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 PKCE_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
@@ -307,7 +312,8 @@ class SingleSignOn:
             elif not redirect_uri:
                 raise _fail("login", "redirect_uri_missing", "the login link has no redirect_uri: the viewer must say "
                             "where to return after the login")
-            if test is None and redirect_uri not in auth_server.redirect_urls:
+            console_sign_in = redirect_uri == CONSOLE_SIGN_IN_REDIRECT and code_challenge is not None
+            if test is None and not console_sign_in and redirect_uri not in auth_server.redirect_urls:
                 # No redirect happens: an open redirector would hand codes to anyone.
                 raise _fail("login", "redirect_uri_not_allowed", f"{redirect_uri!r:.300} is not in the redirect URL "
                             f"whitelist of auth server {auth_server.token}; an administrator must add it (exact match)")
@@ -697,6 +703,38 @@ class SingleSignOn:
                         .execution_options(**{BOOKKEEPING: True}))
         session.flush()
         return TokenGrant(self._tokens.issue(user, session_id), issued.token, int(self._tokens.lifetime.total_seconds()), session_id)
+
+    # ------------------------------------------------------------ the console, signed in through SSO
+
+    def console_session(self, access_token: str, *, address: str | None, user_agent: str | None,
+                        lifetime: timedelta) -> LoginResult:
+        """An admin-API session for the holder of a current Portico access token, as a
+        password login gives one: how the console signs in to a remote Portico through single
+        sign-on. Only staff and superusers may use the console."""
+        claims = self._tokens.verify(access_token)
+        refused = NotAuthenticated("the access token is not valid (expired, revoked, or not Portico's); sign in again")
+        with self._db.writing() as session:
+            sso_session = session.get(Session, claims.session_id) if claims is not None else None
+            user = session.get(User, claims.user_id) if claims is not None else None
+            if claims is None or sso_session is None or user is None or not sso_session.active or sso_session.user_id != user.id:
+                raise refused
+            if not user.is_active:
+                raise refused
+            if not (user.is_staff or user.is_superuser):
+                raise PermissionDenied(f"{user.username!r} signed in, but only staff and superusers may use the console: "
+                                       "an administrator must make this user staff (and grant what they may manage)")
+            issued = secrets_tokens.issue(TokenPrefix.ADMIN_SESSION)
+            now = utcnow()
+            row = Session(id=issued.public_id, user_id=user.id, kind=SessionKind.ADMIN.value, secret_hash=issued.secret_hash,
+                          created_at=now, last_seen_at=now, expires_at=min(now + lifetime, sso_session.expires_at),
+                          client_address=address, user_agent=(user_agent or "")[:500] or None)
+            session.add(row)
+            session.execute(update(User).where(User.id == user.id).values(last_login=now).execution_options(**{BOOKKEEPING: True}))
+            session.flush()
+            audit.record(session, Actor(name=user.username, user_id=user.id, address=address), "auth.login",
+                         target_type=EntityType.SESSION.value, target_id=row.id, target_label=user.username,
+                         detail=f"console, through single-sign-on session {sso_session.id}")
+            return LoginResult(token=issued.token, session=row, user=user)
 
     # ------------------------------------------------------------ the IdP's own access tokens
 

@@ -41,6 +41,8 @@ PUBLIC_OPERATIONS = frozenset(
         ("get", "/auth/openid/logout/"),
         ("get", "/auth/openid/{token}/logout/"),
         ("post", "/oauth2/revoke"),
+        # The console's single-sign-on sign-in: the Portico access token is the credential.
+        ("post", f"{API}/auth/sso-exchange"),
     }
 )
 

@@ -287,6 +287,7 @@ WALKED: set[tuple[str, str]] = {
     ("post", f"{API}/auth-servers/{{record_id}}/test-logins"),
     ("get", f"{API}/test-logins/{{test_login_id}}"),
     ("post", f"{API}/introspect"),
+    ("post", f"{API}/auth/sso-exchange"),
     ("get", "/auth/openid/"),
     ("get", "/auth/openid/{token}/"),
     ("get", "/auth/openid/{token}/callback/"),
