@@ -243,6 +243,13 @@ class PorticoClient:
         self.set_token(result.token)
         return result
 
+    async def sso_exchange(self, access_token: str) -> s.LoginResponse:
+        """A Portico access token (from single sign-on) for an admin session, as a password login gives one."""
+        answer = await self.request("POST", "/auth/sso-exchange", json={"access_token": access_token})
+        result = s.LoginResponse.model_validate(answer)
+        self.set_token(result.token)
+        return result
+
     async def logout(self) -> None:
         await self.request("POST", "/auth/logout")
         self.set_token(None)

@@ -214,6 +214,27 @@ class ConsoleService(QObject):
             store_password(client.base_url, username, password)
         self._describe()
 
+    async def connect_sso(self, url: str, code: str, redirect_uri: str, code_verifier: str) -> None:
+        """Finish a single sign-on in the console's pane: the one-time code for a Portico access
+        token, that token for an admin session; on success it replaces the current connection."""
+        client = PorticoClient(url)
+        try:
+            grant = await client.exchange_login_code(code, redirect_uri, code_verifier)
+            result = await client.sso_exchange(str(grant.get("access_token", "")))
+        except BaseException:
+            await client.aclose()
+            raise
+        await self._close_client()
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+        self.client = client
+        self.mode, self.url, self.username = "remote", client.base_url, result.user.username
+        self.server_alive = True
+        self._label_cache.clear()
+        self.settings.remember_connection(client.base_url, result.user.username)  # no secret is kept
+        self._describe()
+
     async def attach(self, url: str, token: str) -> None:
         """Use a server someone else started (tests and benchmarks), with its token."""
         await self._close_client()

@@ -153,7 +153,9 @@ class FirstSuperuserDialog(QDialog):
 
 
 class ConnectDialog(QDialog):
-    """Connect to a remote Portico by URL, username and password."""
+    """Connect to a remote Portico by URL, username and password, or single sign-on."""
+
+    SSO = 2  # the result when "Sign in with single sign-on…" was pressed
 
     def __init__(
         self,
@@ -193,6 +195,9 @@ class ConnectDialog(QDialog):
         buttons = QDialogButtonBox()
         self.connect_button = buttons.addButton("Connect", QDialogButtonBox.ButtonRole.AcceptRole)
         self.connect_button.setObjectName("primary")
+        self.sso_button = buttons.addButton("Sign in with single sign-on…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.sso_button.setToolTip("Sign in at the server's identity provider in a browser pane (no password here)")
+        self.sso_button.clicked.connect(lambda: self.done(self.SSO))
         buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -214,6 +219,7 @@ class ConnectDialog(QDialog):
     def _update(self) -> None:
         url = self.url.text().strip()
         self.connect_button.setEnabled(url.startswith(("http://", "https://")) and bool(self.username.text().strip()) and bool(self.password.text()))
+        self.sso_button.setEnabled(url.startswith(("http://", "https://")))
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)

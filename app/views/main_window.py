@@ -33,6 +33,7 @@ from app.views.explain_panel import ExplainPanel
 from app.views.import_dialog import UserImportDialog
 from app.views.sections import SECTIONS
 from app.views.site_panel import SitePanel
+from app.views.sso_sign_in import SsoSignInDialog
 from app.views.test_login_panel import TestLoginPanel
 from app.views.theme import THEMES, apply_theme, icon
 
@@ -340,18 +341,25 @@ class MainWindow(QMainWindow):
             recent, keyring=self.service.keyring_available(), password_lookup=self.service.stored_password, parent=self
         )
         self.last_dialog = dialog
-        while await run_dialog(dialog) == ConnectDialog.DialogCode.Accepted:
-            try:
-                await self.service.connect_remote(
-                    dialog.url.text().strip(), dialog.username.text().strip(), dialog.password.text(),
-                    remember_password=dialog.remember.isVisible() and dialog.remember.isChecked(),
-                )
-            except NotAuthenticatedError as error:
-                dialog.show_error(error.message)
-                continue
-            except (ApiError, ServerUnreachable) as error:
-                dialog.show_error(getattr(error, "message", str(error)))
-                continue
+        while (result := await run_dialog(dialog)) in (ConnectDialog.DialogCode.Accepted, ConnectDialog.SSO):
+            if result == ConnectDialog.SSO:
+                sso = SsoSignInDialog(self.service, dialog.url.text().strip(), parent=self)
+                self.last_dialog = sso
+                if await run_dialog(sso) != SsoSignInDialog.DialogCode.Accepted:
+                    self.last_dialog = dialog
+                    continue  # back to the Connect dialog
+            else:
+                try:
+                    await self.service.connect_remote(
+                        dialog.url.text().strip(), dialog.username.text().strip(), dialog.password.text(),
+                        remember_password=dialog.remember.isVisible() and dialog.remember.isChecked(),
+                    )
+                except NotAuthenticatedError as error:
+                    dialog.show_error(error.message)
+                    continue
+                except (ApiError, ServerUnreachable) as error:
+                    dialog.show_error(getattr(error, "message", str(error)))
+                    continue
             self.banner.hide()
             self.statusBar().showMessage(f"Connected to {self.service.url}", 5000)
             self._reset_panels()
