@@ -276,25 +276,32 @@ def _find_key(keys: jwt.PyJWKSet, kid: str | None) -> jwt.PyJWK | None:
     return candidates[0] if candidates else None
 
 
-def validate_id_token(http: httpx.Client, jwks: JwksCache, endpoints: Endpoints, token: str, *,
-                      client_id: str, nonce: str | None, now: float | None = None) -> dict[str, Any]:
-    """The ID token's claims, after checking signature, algorithm, iss, aud, azp, exp, iat, nbf and nonce."""
+def _signing_key(http: httpx.Client, jwks: JwksCache, endpoints: Endpoints, token: str, step: str,
+                 what: str) -> tuple[str, jwt.PyJWK]:
+    """(algorithm, key) a provider's token must be verified with: an asymmetric algorithm
+    only, a key the provider publishes, of the type the algorithm needs (no RS/HS confusion)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
-        raise IdPError("id_token", "id_token_malformed", f"the ID token is not a JWT: {error}") from None
+        raise IdPError(step, f"{step}_malformed", f"the {what} is not a JWT: {error}") from None
     algorithm = header.get("alg")
     if algorithm not in ASYMMETRIC_ALGORITHMS:
-        raise IdPError("id_token", "id_token_algorithm", f"the ID token is signed with {algorithm!r:.20}; Portico accepts "
+        raise IdPError(step, f"{step}_algorithm", f"the {what} is signed with {algorithm!r:.20}; Portico accepts "
                        f"only asymmetric algorithms ({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}) from a provider")
     if endpoints.jwks_uri is None or not endpoints.issuer:
-        raise IdPError("id_token", "provider_incomplete", "the provider has no JWKS URI or issuer configured, so its ID "
-                       "tokens cannot be checked: import the provider's discovery document", status=500)
+        raise IdPError(step, "provider_incomplete", f"the provider has no JWKS URI or issuer configured, so its {what}s "
+                       "cannot be checked: import the provider's discovery document", status=500)
     key = jwks.key(http, endpoints.jwks_uri, header.get("kid") if isinstance(header.get("kid"), str) else None)
-    key_type = key._jwk_data.get("kty")  # PyJWK keeps the JWK it was built from
-    if _KEY_TYPE_OF.get(algorithm[:2]) != key_type:
-        raise IdPError("id_token", "id_token_algorithm", f"the ID token says {algorithm} but key {key.key_id!r} is a "
-                       f"{key_type} key; refused")
+    if _KEY_TYPE_OF.get(algorithm[:2]) != key.key_type:
+        raise IdPError(step, f"{step}_algorithm", f"the {what} says {algorithm} but key {key.key_id!r} is a "
+                       f"{key.key_type} key; refused")
+    return algorithm, key
+
+
+def validate_id_token(http: httpx.Client, jwks: JwksCache, endpoints: Endpoints, token: str, *,
+                      client_id: str, nonce: str | None, now: float | None = None) -> dict[str, Any]:
+    """The ID token's claims, after checking signature, algorithm, iss, aud, azp, exp, iat, nbf and nonce."""
+    algorithm, key = _signing_key(http, jwks, endpoints, token, "id_token", "ID token")
     current = time.time() if now is None else now
     try:
         claims: dict[str, Any] = jwt.decode(
@@ -345,16 +352,7 @@ def verify_access_token(http: httpx.Client, jwks: JwksCache, endpoints: Endpoint
     """A provider's JWT access token (RFC 9068 and Cognito's): signature with the provider's
     key (asymmetric algorithms only), issuer, expiry. The audience is the caller's to check:
     providers put the client in ``aud`` or in ``client_id``."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
-        raise IdPError("access_token", "access_token_malformed", f"not a JWT: {error}") from None
-    algorithm = header.get("alg")
-    if algorithm not in ASYMMETRIC_ALGORITHMS or endpoints.jwks_uri is None or not endpoints.issuer:
-        raise IdPError("access_token", "access_token_algorithm", "not an asymmetrically signed token of a configured provider")
-    key = jwks.key(http, endpoints.jwks_uri, header.get("kid") if isinstance(header.get("kid"), str) else None)
-    if _KEY_TYPE_OF.get(algorithm[:2]) != key._jwk_data.get("kty"):
-        raise IdPError("access_token", "access_token_algorithm", "the token's algorithm does not match its key")
+    algorithm, key = _signing_key(http, jwks, endpoints, token, "access_token", "access token")
     try:
         claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=[algorithm], issuer=endpoints.issuer,
                                             leeway=ID_TOKEN_LEEWAY_SECONDS, options={"verify_aud": False, "require": ["iss", "exp", "sub"]})

@@ -138,6 +138,12 @@ def broker_urls(base_url: str, auth_server: AuthServer, preset: str) -> BrokerUr
     )
 
 
+def auth_server_urls(session: DbSession, auth_server: AuthServer) -> BrokerUrls:
+    """The auth server's URLs under the current Site settings."""
+    provider = session.get(Provider, auth_server.provider_id)
+    return broker_urls(get_site(session).base_url, auth_server, provider.preset if provider else "")
+
+
 # ---------------------------------------------------------------- the report of one login
 
 
@@ -289,11 +295,7 @@ class SingleSignOn:
         """The path of an auth server's login cookie: its login URL's path (under the Site's prefix)."""
         with self._db.reading() as session:
             auth_server = session.scalar(select(AuthServer).where(AuthServer.token == auth_server_token))
-            return urlsplit(self.urls(session, auth_server).login).path if auth_server else None
-
-    def urls(self, session: DbSession, auth_server: AuthServer) -> BrokerUrls:
-        provider = session.get(Provider, auth_server.provider_id)
-        return broker_urls(get_site(session).base_url, auth_server, provider.preset if provider else "")
+            return urlsplit(auth_server_urls(session, auth_server).login).path if auth_server else None
 
     # ------------------------------------------------------------ 1. login: send the browser to the IdP
 
@@ -304,7 +306,7 @@ class SingleSignOn:
             auth_server = self._auth_server(session, auth_server_token)
             provider = session.get(Provider, auth_server.provider_id)
             assert provider is not None
-            urls = self.urls(session, auth_server)
+            urls = auth_server_urls(session, auth_server)
             test: ConsoleTestLogin | None = None
             if test_ticket is not None:
                 test = self._claim_test_ticket(session, auth_server, test_ticket)
@@ -382,7 +384,7 @@ class SingleSignOn:
             session.flush()
             audit.record(session, actor, "auth.test_login.start", target_type=EntityType.AUTH_SERVER.value,
                          target_id=auth_server.id, target_label=auth_server.token, detail="dry run" if dry_run else "")
-            login_url = str(add_params_to_uri(self.urls(session, auth_server).login, [("test_login", ticket)]))
+            login_url = str(add_params_to_uri(auth_server_urls(session, auth_server).login, [("test_login", ticket)]))
             return test.id, login_url
 
     def test_login(self, test_login_id: str) -> ConsoleTestLogin:

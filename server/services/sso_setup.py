@@ -15,9 +15,7 @@ from server.services.claims import map_claims
 from server.services.oidc_discovery import discover as discover_document
 from server.services.oidc_rp import IdPError
 from server.services.records import get_record
-from server.services.site import get_site
-from server.services.sso import broker_urls
-from server.storage.tables import Provider
+from server.services.sso import auth_server_urls
 
 
 def presets() -> list[s.PresetRead]:
@@ -51,9 +49,7 @@ def evaluate(body: s.ClaimMappingEvaluation) -> s.MappedUserRead:
 
 
 def urls(session: DbSession, auth_server_id: int) -> s.AuthServerUrls:
-    auth_server = get_record(session, entities.AUTH_SERVERS, auth_server_id)
-    provider = session.get(Provider, auth_server.provider_id)
-    found = broker_urls(get_site(session).base_url, auth_server, provider.preset if provider else "")
+    found = auth_server_urls(session, get_record(session, entities.AUTH_SERVERS, auth_server_id))
     return s.AuthServerUrls(**dataclasses.asdict(found))
 
 

@@ -16,6 +16,23 @@ API = "/api/v1"
 MASK = "********"
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
+# The single-sign-on broker: browsers and viewers, before they have any token
+# (tests/server/sso/). Logout and RFC 7009 take the token they end as credential.
+SSO_BROKER_OPERATIONS = frozenset(
+    {
+        ("get", "/auth/openid/"),
+        ("get", "/auth/openid/{token}/"),
+        ("get", "/auth/openid/{token}/callback/"),
+        ("post", "/auth/openid/token/"),
+        ("post", "/auth/openid/{token}/token/"),
+        ("post", "/auth/openid/logout/"),
+        ("post", "/auth/openid/{token}/logout/"),
+        ("get", "/auth/openid/logout/"),
+        ("get", "/auth/openid/{token}/logout/"),
+        ("post", "/oauth2/revoke"),
+    }
+)
+
 # Reachable without credentials by design.
 PUBLIC_OPERATIONS = frozenset(
     {
@@ -29,22 +46,10 @@ PUBLIC_OPERATIONS = frozenset(
         ("get", "/.well-known/openid-configuration"),
         # RFC 7662: its own client authentication and error format (tests/server/authz/test_introspection.py).
         ("post", "/oauth2/introspect"),
-        # The single-sign-on broker: browsers and viewers, before they have any token
-        # (tests/server/sso/). Logout and RFC 7009 take the token they end as credential.
-        ("get", "/auth/openid/"),
-        ("get", "/auth/openid/{token}/"),
-        ("get", "/auth/openid/{token}/callback/"),
-        ("post", "/auth/openid/token/"),
-        ("post", "/auth/openid/{token}/token/"),
-        ("post", "/auth/openid/logout/"),
-        ("post", "/auth/openid/{token}/logout/"),
-        ("get", "/auth/openid/logout/"),
-        ("get", "/auth/openid/{token}/logout/"),
-        ("post", "/oauth2/revoke"),
         # The console's single-sign-on sign-in: the Portico access token is the credential.
         ("post", f"{API}/auth/sso-exchange"),
     }
-)
+) | SSO_BROKER_OPERATIONS
 
 
 def assert_error(

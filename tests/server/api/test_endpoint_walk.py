@@ -24,6 +24,7 @@ from tests.server.api.support import (
     API,
     MASK,
     PUBLIC_OPERATIONS,
+    SSO_BROKER_OPERATIONS,
     Operation,
     assert_error,
     assert_subset,
@@ -288,17 +289,8 @@ WALKED: set[tuple[str, str]] = {
     ("get", f"{API}/test-logins/{{test_login_id}}"),
     ("post", f"{API}/introspect"),
     ("post", f"{API}/auth/sso-exchange"),
-    ("get", "/auth/openid/"),
-    ("get", "/auth/openid/{token}/"),
-    ("get", "/auth/openid/{token}/callback/"),
-    ("post", "/auth/openid/token/"),
-    ("post", "/auth/openid/{token}/token/"),
-    ("post", "/auth/openid/logout/"),
-    ("post", "/auth/openid/{token}/logout/"),
-    ("get", "/auth/openid/logout/"),
-    ("get", "/auth/openid/{token}/logout/"),
-    ("post", "/oauth2/revoke"),
 }
+WALKED |= SSO_BROKER_OPERATIONS
 for _entity in ENTITIES:
     _base = f"{API}/{_entity.path}"
     WALKED |= {("get", _base), ("post", _base), ("get", f"{_base}/{{record_id}}"), ("delete", f"{_base}/{{record_id}}"), ("get", f"{_base}/{{record_id}}/delete-impact")}
